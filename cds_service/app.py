@@ -1,0 +1,65 @@
+"""The application factory."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from flask import Flask
+
+from .audit.store import AuditStore
+from .config import Settings
+from .definitions import ServiceCatalog, load_definitions
+from .engine import Engine
+from .knowledge import Knowledge, load_knowledge
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """What the HTTP layer needs, built once per process."""
+
+    settings: Settings
+    knowledge: Knowledge
+    catalog: ServiceCatalog
+    engine: Engine
+    store: AuditStore
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the Flask app. ``config`` may hold Settings field overrides (lower-case names),
+    ``SETTINGS`` (a Settings), ``CLOCK`` (a callable returning an aware datetime), ``GATEWAY``."""
+    config = dict(config or {})
+    settings: Settings = config.pop("SETTINGS", None) or Settings.from_env()
+    clock: Callable | None = config.pop("CLOCK", None)
+    gateway = config.pop("GATEWAY", None)
+    overrides = {k: v for k, v in config.items() if k.islower()}
+    if overrides:
+        settings = settings.with_overrides(**overrides)
+    logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    knowledge = load_knowledge(settings.knowledge_dir or None)
+    catalog = load_definitions(settings.hooks_dir, knowledge)
+    store = AuditStore(settings.database_url)
+    engine = Engine(settings, knowledge, catalog, gateway=gateway, clock=clock)
+
+    app = Flask(__name__)
+    app.config.update({k: v for k, v in config.items() if k.isupper()})
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["cds"] = Services(settings, knowledge, catalog, engine, store)
+
+    from .api import errors, health, hooks
+
+    errors.init_app(app)
+    app.register_blueprint(hooks.bp)
+    app.register_blueprint(health.bp)
+    if settings.cors_origins:
+        from flask_cors import CORS
+
+        CORS(app, origins=list(settings.cors_origins), allow_headers=["Authorization", "Content-Type"],
+             methods=["GET", "POST", "OPTIONS"], max_age=600)
+    if settings.auth_mode == "off":
+        log.warning("CLIENT AUTHENTICATION IS OFF (CDS_AUTH_MODE=off): any caller can use this service. Development only.")
+    return app

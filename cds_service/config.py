@@ -1,0 +1,116 @@
+"""Service settings: defaults, overridden by ``CDS_*`` environment variables, then by an explicit mapping.
+
+Every setting is documented in README.md ("Configuration"). One prefix: ``CDS_``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+ENV_PREFIX = "CDS_"
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_DIR = PACKAGE_DIR.parent
+
+
+def _default_hooks_dir() -> str:
+    return str(REPO_DIR / "hooks")
+
+
+def _parse_bool(value: str) -> bool:
+    v = value.strip().lower()
+    if v in {"1", "true", "yes", "on"}:
+        return True
+    if v in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def _parse_list(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All runtime settings. Field ``foo_bar`` is read from ``CDS_FOO_BAR``."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 2
+    # Where hook (service) definitions live: one YAML file per CDS service.
+    hooks_dir: str = field(default_factory=_default_hooks_dir)
+    # Knowledge file set; empty = the one shipped in the package.
+    knowledge_dir: str = ""
+    # Audit store. SQLite file by default (embedded); PostgreSQL by URL.
+    database_url: str = "sqlite:///cds-audit.sqlite3"
+    audit_retention_days: int = 365
+    # Prefetch completion.
+    fetch_deadline_seconds: float = 2.0
+    fetch_call_timeout_seconds: float = 1.5
+    fetch_retries: int = 2
+    fetch_page_limit: int = 5
+    fetch_page_size: int = 200
+    lookback_days: int = 365
+    allow_http_fhir: bool = False
+    fhir_server_allowlist: tuple[str, ...] = ()
+    # Client authentication (CDS Hooks 2.0 "Trusting CDS Clients").
+    auth_mode: str = "off"  # required | optional | off
+    trusted_issuers_file: str = ""
+    jwt_algorithms: tuple[str, ...] = ("ES384", "RS384")
+    jwt_leeway_seconds: int = 60
+    jwks_timeout_seconds: float = 2.0
+    # Public base URL used for the JWT `aud` check behind a proxy (empty = from the request).
+    public_base_url: str = ""
+    # HTTP hardening.
+    max_body_bytes: int = 5 * 1024 * 1024
+    max_json_depth: int = 64
+    cors_origins: tuple[str, ...] = ()
+    # Audit web pages under /audit/.
+    audit_ui: bool = False
+    # Validate every prefetch resource with the full fhir.resources R4B models (slow; off the hot path).
+    strict_validation: bool = False
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+            if raw is None:
+                continue
+            values[f.name] = _coerce(f.name, f.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def with_overrides(self, **overrides: Any) -> "Settings":
+        s = replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        s.validate()
+        return s
+
+    def validate(self) -> None:
+        if self.auth_mode not in {"required", "optional", "off"}:
+            raise ValueError(f"CDS_AUTH_MODE must be required, optional or off, not {self.auth_mode!r}")
+        if self.fetch_deadline_seconds <= 0 or self.fetch_call_timeout_seconds <= 0:
+            raise ValueError("fetch deadlines must be positive")
+        if self.fetch_page_limit < 1:
+            raise ValueError("CDS_FETCH_PAGE_LIMIT must be >= 1")
+
+
+def _coerce(name: str, type_name: Any, raw: str) -> Any:
+    t = str(type_name)
+    try:
+        if t == "bool":
+            return _parse_bool(raw)
+        if t == "int":
+            return int(raw)
+        if t == "float":
+            return float(raw)
+        if t.startswith("tuple"):
+            return _parse_list(raw)
+    except ValueError as exc:
+        raise ValueError(f"{ENV_PREFIX}{name.upper()}: {exc}") from None
+    return raw

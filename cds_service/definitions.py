@@ -1,0 +1,153 @@
+"""CDS service definitions: one YAML file per service in hooks/, validated at start-up.
+
+Discovery is generated from these. Prefetch templates may use the CDS Hooks 2.0 tokens and two
+of ours, expanded by the service itself (never sent to an EHR unexpanded):
+``{{knowledge.observationCodes}}`` (the LOINC value sets the rules read) and
+``{{knowledge.lookbackStart}}`` (today minus the lookback window, as a date).
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigurationError
+from .knowledge import LOINC, Knowledge
+
+SUPPORTED_HOOKS = ("patient-view", "order-select", "order-sign")
+REQUIRED_CONTEXT = {
+    "patient-view": ("userId", "patientId"),
+    "order-select": ("userId", "patientId", "selections", "draftOrders"),
+    "order-sign": ("userId", "patientId", "draftOrders"),
+}
+TOKEN = re.compile(r"\{\{\s*([A-Za-z0-9_.]+)\s*\}\}")
+ALLOWED_TOKENS = {
+    "context.patientId",
+    "context.encounterId",
+    "context.userId",
+    "userPractitionerId",
+    "userPractitionerRoleId",
+    "userPatientId",
+    "userRelatedPersonId",
+    "knowledge.observationCodes",
+    "knowledge.lookbackStart",
+}
+
+
+class PrefetchDef(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    template: str
+    required: bool = False
+    resource_type: str = ""  # the type the template asks for (first path segment)
+    purpose: str = ""
+
+    @field_validator("template")
+    @classmethod
+    def _tokens(cls, v: str) -> str:
+        for token in TOKEN.findall(v):
+            if token not in ALLOWED_TOKENS:
+                raise ValueError(f"unknown prefetch token {{{{{token}}}}}")
+        if v.startswith("/") or "://" in v:
+            raise ValueError("prefetch templates are relative FHIR queries (no leading slash, no host)")
+        return v
+
+
+class ServiceDefinition(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: str = Field(pattern=r"^[A-Za-z0-9\-.]+$")
+    hook: Literal["patient-view", "order-select", "order-sign"]
+    title: str
+    description: str
+    usageRequirements: str = ""
+    prefetch: dict[str, PrefetchDef]
+    analytes: list[str] = Field(default_factory=list)  # for {{knowledge.observationCodes}}; empty = all
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: object) -> object:
+        if isinstance(data, dict) and isinstance(data.get("prefetch"), dict):
+            pf = {}
+            for key, value in data["prefetch"].items():
+                pf[key] = {"template": value} if isinstance(value, str) else value
+            data = {**data, "prefetch": pf}
+        return data
+
+    @model_validator(mode="after")
+    def _types(self) -> "ServiceDefinition":
+        fixed = {}
+        for key, p in self.prefetch.items():
+            rtype = re.split(r"[/?]", p.template, maxsplit=1)[0]
+            if not rtype.isalpha() or not rtype[0].isupper():
+                raise ValueError(f"prefetch {key}: template must start with a resource type")
+            if p.resource_type and p.resource_type != rtype:
+                raise ValueError(f"prefetch {key}: resource_type {p.resource_type} does not match template {rtype}")
+            fixed[key] = p.model_copy(update={"resource_type": rtype})
+        object.__setattr__(self, "prefetch", fixed)
+        return self
+
+    def required_keys(self) -> list[str]:
+        return [k for k, p in self.prefetch.items() if p.required]
+
+
+class ServiceCatalog:
+    """The loaded definitions, with template expansion bound to the knowledge."""
+
+    def __init__(self, services: list[ServiceDefinition], knowledge: Knowledge):
+        self.services = {s.id: s for s in services}
+        self.knowledge = knowledge
+        for s in services:
+            unknown = [a for a in s.analytes if a not in knowledge.model.analytes]
+            if unknown:
+                raise ConfigurationError(f"service {s.id}: unknown analytes {unknown}")
+
+    def get(self, service_id: str) -> ServiceDefinition | None:
+        return self.services.get(service_id)
+
+    def expand_knowledge_tokens(self, service: ServiceDefinition, template: str, now: datetime) -> str:
+        if "knowledge." not in template:
+            return template
+        codes = ",".join(f"{LOINC}|{c}" for c in self.knowledge.observation_codes(service.analytes or None))
+        start = (now - timedelta(days=int(self.knowledge.policy("lookback_days")))).date().isoformat()
+        values = {"knowledge.observationCodes": codes, "knowledge.lookbackStart": start}
+        return TOKEN.sub(lambda m: values.get(m.group(1), m.group(0)), template)
+
+    def discovery(self, now: datetime) -> dict:
+        out = []
+        for s in self.services.values():
+            entry = {
+                "hook": s.hook,
+                "title": s.title,
+                "description": s.description,
+                "id": s.id,
+                "prefetch": {k: self.expand_knowledge_tokens(s, p.template, now) for k, p in s.prefetch.items()},
+            }
+            if s.usageRequirements:
+                entry["usageRequirements"] = s.usageRequirements
+            out.append(entry)
+        return {"services": out}
+
+
+def load_definitions(directory: str | Path, knowledge: Knowledge) -> ServiceCatalog:
+    """Load every ``*.yaml`` in ``directory``; any problem stops start-up with a clear message."""
+    path = Path(directory)
+    files = sorted(path.glob("*.yaml")) + sorted(path.glob("*.yml"))
+    if not files:
+        raise ConfigurationError(f"no CDS service definitions (*.yaml) in {path}")
+    services: list[ServiceDefinition] = []
+    for f in files:
+        try:
+            raw = yaml.safe_load(f.read_text(encoding="utf-8"))
+            services.append(ServiceDefinition.model_validate(raw))
+        except yaml.YAMLError as exc:
+            raise ConfigurationError(f"{f}: not valid YAML: {exc}") from None
+        except ValidationError as exc:
+            raise ConfigurationError(f"{f}: invalid service definition:\n{exc}") from None
+    ids = [s.id for s in services]
+    dupes = {i for i in ids if ids.count(i) > 1}
+    if dupes:
+        raise ConfigurationError(f"duplicate service ids in {path}: {sorted(dupes)}")
+    return ServiceCatalog(services, knowledge)

@@ -1,0 +1,251 @@
+"""Versioned clinical knowledge: loaded from data files, validated at start-up, immutable afterwards."""
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..errors import ConfigurationError
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+LOINC = "http://loinc.org"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+ATC = "http://www.whocc.no/atc"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(_Strict):
+    title: str
+    citation: str
+    url: str
+    verified: bool = True
+
+
+class CodeDef(_Strict):
+    code: str
+    system: str = LOINC
+    display: str = ""
+    verified: bool = True
+
+
+class Analyte(_Strict):
+    id: str = ""
+    display: str
+    kind: Literal["concentration", "excretion-24h", "ratio", "rate", "mass", "length"]
+    canonical_unit: str
+    molar_mass: float | None = None
+    valence: int | None = None
+    molar_ratio_factor: float | None = None
+    codes: list[CodeDef]
+
+
+class Threshold(_Strict):
+    value: Any
+    unit: str = ""
+    source: str
+    note: str = ""
+    verified: bool = True
+
+
+class ConditionSet(_Strict):
+    display: str
+    codes: list[CodeDef]
+
+
+class DrugClass(_Strict):
+    id: str = ""
+    display: str
+    wasting: bool
+    mechanism: str = ""
+    source: str
+
+
+class Ingredient(_Strict):
+    id: str = ""
+    classes: list[str]
+    rxcui: str | None = None
+    other_rxcui: list[str] = Field(default_factory=list)
+    atc: list[str] = Field(default_factory=list)
+    names: list[str] = Field(default_factory=list)
+    verified: bool = True
+    note: str = ""
+
+
+class RouteDef(_Strict):
+    snomed: list[str] = Field(default_factory=list)
+    words: list[str] = Field(default_factory=list)
+
+
+class ClinicalDrug(_Strict):
+    rxcui: str
+    name: str
+    ingredient: str
+
+
+class KnowledgeModel(_Strict):
+    version: str
+    topic_system: str
+    sources: dict[str, Source]
+    unit_aliases: dict[str, str]
+    analytes: dict[str, Analyte]
+    thresholds: dict[str, Threshold]
+    policies: dict[str, Threshold]
+    conditions: dict[str, ConditionSet]
+    classes: dict[str, DrugClass]
+    ingredients: dict[str, Ingredient]
+    routes: dict[str, RouteDef]
+
+    @model_validator(mode="after")
+    def _check_references(self) -> "KnowledgeModel":
+        problems: list[str] = []
+        for group in ("thresholds", "policies"):
+            for key, t in getattr(self, group).items():
+                if t.source not in self.sources:
+                    problems.append(f"{group}.{key}: unknown source {t.source!r}")
+        for key, c in self.classes.items():
+            if c.source not in self.sources:
+                problems.append(f"classes.{key}: unknown source {c.source!r}")
+        for key, ing in self.ingredients.items():
+            for cls in ing.classes:
+                if cls not in self.classes:
+                    problems.append(f"ingredients.{key}: unknown class {cls!r}")
+        seen: dict[tuple[str, str], str] = {}
+        for key, a in self.analytes.items():
+            if a.kind == "concentration" and a.canonical_unit in {"mg/dL", "mmol/L"} and a.molar_mass is None \
+                    and key not in {"albumin"}:
+                problems.append(f"analytes.{key}: a concentration needs molar_mass for unit conversion")
+            for c in a.codes:
+                k = (c.system, c.code)
+                if k in seen:
+                    problems.append(f"code {c.code} is in both {seen[k]} and {key}")
+                seen[k] = key
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+@dataclass(frozen=True)
+class Knowledge:
+    """The loaded knowledge with lookup indexes. Immutable; pass it explicitly to rules."""
+
+    model: KnowledgeModel
+    clinical_drugs: dict[str, tuple[str, ...]]  # rxcui -> ingredient ids
+    path: str
+    _name_patterns: list[tuple[re.Pattern[str], str]] = field(default_factory=list, repr=False)
+
+    # -- simple accessors -------------------------------------------------------------------
+    @property
+    def version(self) -> str:
+        return self.model.version
+
+    @property
+    def topic_system(self) -> str:
+        return self.model.topic_system
+
+    def threshold(self, key: str) -> Threshold:
+        return self.model.thresholds[key]
+
+    def policy(self, key: str) -> Any:
+        return self.model.policies[key].value
+
+    def source(self, key: str) -> Source:
+        return self.model.sources[key]
+
+    @cached_property
+    def code_to_analyte(self) -> dict[tuple[str, str], str]:
+        return {(c.system, c.code): key for key, a in self.model.analytes.items() for c in a.codes}
+
+    @cached_property
+    def loinc_to_analyte(self) -> dict[str, str]:
+        return {c.code: key for key, a in self.model.analytes.items() for c in a.codes if c.system == LOINC}
+
+    def observation_codes(self, analytes: list[str] | None = None) -> list[str]:
+        keys = analytes or list(self.model.analytes)
+        return [c.code for k in keys for c in self.model.analytes[k].codes if c.system == LOINC]
+
+    @cached_property
+    def condition_index(self) -> dict[tuple[str, str], str]:
+        return {(c.system, c.code): key for key, cs in self.model.conditions.items() for c in cs.codes}
+
+    @cached_property
+    def rxcui_to_ingredient(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for key, ing in self.model.ingredients.items():
+            for code in ([ing.rxcui] if ing.rxcui else []) + ing.other_rxcui:
+                out[code] = key
+        return out
+
+    @cached_property
+    def atc_to_ingredient(self) -> dict[str, str]:
+        return {code: key for key, ing in self.model.ingredients.items() for code in ing.atc}
+
+    def match_names(self, text: str) -> list[str]:
+        """Ingredient ids whose name appears as a whole word in ``text`` (longest names first)."""
+        low = text.lower()
+        found: list[str] = []
+        for pattern, ingredient in self._name_patterns:
+            if ingredient not in found and pattern.search(low):
+                found.append(ingredient)
+        # "magnesium supplement" must not shadow a specific salt found in the same text
+        return found
+
+    def unit(self, raw: str | None) -> str | None:
+        if raw is None:
+            return None
+        u = raw.strip()
+        return self.model.unit_aliases.get(u.lower(), self.model.unit_aliases.get(u, u))
+
+
+def load_knowledge(path: str | Path | None = None) -> Knowledge:
+    """Load and validate the knowledge file set in ``path`` (default: the packaged one).
+
+    Raises ConfigurationError with every problem listed when anything is wrong.
+    """
+    directory = Path(path) if path else DATA_DIR
+    try:
+        raw: dict[str, Any] = {}
+        for name in ("knowledge.yaml", "drugs.yaml"):
+            with open(directory / name, encoding="utf-8") as fh:
+                part = yaml.safe_load(fh) or {}
+            overlap = set(raw) & set(part)
+            if overlap:
+                raise ConfigurationError(f"{name}: keys defined twice: {sorted(overlap)}")
+            raw.update(part)
+        for group in ("analytes", "classes", "ingredients"):
+            for key, value in (raw.get(group) or {}).items():
+                if isinstance(value, dict):
+                    value.setdefault("id", key)
+        model = KnowledgeModel.model_validate(raw)
+        clinical: dict[str, list[str]] = {}
+        with open(directory / "rxnorm-clinical-drugs.csv", encoding="utf-8", newline="") as fh:
+            for row in csv.DictReader(fh):
+                ing = row["ingredient"].strip()
+                if ing not in model.ingredients:
+                    raise ConfigurationError(f"rxnorm-clinical-drugs.csv: rxcui {row['rxcui']} maps to unknown ingredient {ing!r}")
+                clinical.setdefault(row["rxcui"].strip(), []).append(ing)
+    except FileNotFoundError as exc:
+        raise ConfigurationError(f"knowledge file missing: {exc.filename}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"knowledge YAML is not valid: {exc}") from None
+    except ValidationError as exc:
+        raise ConfigurationError(f"knowledge in {directory} is not valid:\n{exc}") from None
+    patterns = sorted(
+        ((name, key) for key, ing in model.ingredients.items() for name in ing.names),
+        key=lambda item: -len(item[0]),
+    )
+    compiled = [(re.compile(r"(?<![a-z0-9])" + re.escape(name.lower()) + r"(?![a-z0-9])"), key) for name, key in patterns]
+    return Knowledge(
+        model=model,
+        clinical_drugs={k: tuple(dict.fromkeys(v)) for k, v in clinical.items()},
+        path=str(directory),
+        _name_patterns=compiled,
+    )

@@ -1,0 +1,420 @@
+"""Turns prefetched or fetched FHIR data into a PatientRecord (the one place that reads FHIR JSON)."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Iterable
+
+from ..knowledge import ATC, LOINC, RXNORM, Knowledge
+from . import lean
+from .dates import parse_fhir_date, parse_fhir_datetime
+from .model import (
+    ConditionFact,
+    Dose,
+    DraftService,
+    IngredientMatch,
+    LabResult,
+    MedicationUse,
+    PatientRecord,
+    SourceRef,
+)
+from .units import UnitError, convert, known_unit
+
+log = logging.getLogger(__name__)
+
+OBSERVATION_OK = frozenset({"final", "amended", "corrected"})
+CONDITION_ACTIVE = frozenset({"active", "recurrence", "relapse"})
+CONDITION_EXCLUDED_VERIFICATION = frozenset({"refuted", "entered-in-error"})
+# families of data, by the resource types that feed them
+FAMILY_OF_TYPE = {
+    "Observation": "labs",
+    "MedicationRequest": "medications",
+    "MedicationStatement": "medications",
+    "Condition": "conditions",
+    "Patient": "patient",
+}
+
+
+@dataclass
+class ResolvedData:
+    """Prefetch after completion: per key the JSON obtained (None = could not be obtained)."""
+
+    values: dict[str, Any]
+    unavailable: dict[str, str] = field(default_factory=dict)  # key -> reason
+    key_types: dict[str, str] = field(default_factory=dict)  # key -> resource type the template asks for
+    notes: dict[str, str] = field(default_factory=dict)  # key -> why the prefetched value was not used / was partial
+
+
+def iter_resources(value: Any) -> Iterable[tuple[Any, bool]]:
+    """Yield (resource dict or junk, from_bundle) from a resource or a Bundle."""
+    if isinstance(value, dict) and value.get("resourceType") == "Bundle":
+        entries = value.get("entry") or []
+        if not isinstance(entries, list):
+            entries = [entries]
+        for entry in entries:
+            yield (entry.get("resource") if isinstance(entry, dict) else entry), True
+    elif value is not None:
+        yield value, False
+
+
+class RecordBuilder:
+    def __init__(self, knowledge: Knowledge, now: datetime):
+        self.k = knowledge
+        self.now = now
+        self.lookback_start = now - timedelta(days=int(knowledge.policy("lookback_days")))
+        self._ms_active = frozenset(knowledge.policy("medication_statement_active_statuses"))
+        self._mr_active = frozenset(knowledge.policy("medication_request_active_statuses"))
+
+    # ------------------------------------------------------------------ entry point
+    def build(
+        self,
+        patient_id: str,
+        data: ResolvedData,
+        draft_orders: Any = None,
+        selections: Iterable[str] = (),
+        extra_medications: Iterable[dict] = (),
+    ) -> PatientRecord:
+        rec = PatientRecord(patient_id=patient_id)
+        for key, reason in data.unavailable.items():
+            rec.note_gap("prefetch-unavailable", f"{key}: {reason}", key)
+        for key, note in data.notes.items():
+            if key not in data.unavailable:
+                rec.note_gap("prefetch-partial", f"{key}: {note}", key)
+        parsed: list[tuple[str | None, lean.Lean]] = []
+        medications: dict[str, lean.Medication] = {}
+        seen: set[tuple[str, str]] = set()
+        for key, value in data.values.items():
+            for raw, _ in iter_resources(value):
+                model = self._parse(rec, raw, key)
+                if model is None:
+                    continue
+                rid = getattr(model, "id", None)
+                rtype = type(model).__name__
+                if rid:
+                    if (rtype, rid) in seen:
+                        continue
+                    seen.add((rtype, rid))
+                if isinstance(model, lean.Medication):
+                    if rid:
+                        medications[rid] = model
+                    continue
+                parsed.append((key, model))
+        for raw in extra_medications:
+            model = self._parse(rec, raw, "Medication")
+            if isinstance(model, lean.Medication) and model.id:
+                medications[model.id] = model
+
+        selected = {s.strip() for s in selections if isinstance(s, str)}
+        draft_ids: set[str] = set()
+        for raw, _ in iter_resources(draft_orders):
+            model = self._parse(rec, raw, "draftOrders", draft=True)
+            if model is None:
+                continue
+            ref = f"{type(model).__name__}/{getattr(model, 'id', None)}"
+            is_selected = ref in selected
+            if getattr(model, "id", None):
+                draft_ids.add(ref)
+            if isinstance(model, lean.MedicationRequest):
+                rec.draft_medications.append(self._medication(model, medications, rec, draft=True, selected=is_selected))
+            elif isinstance(model, lean.ServiceRequest):
+                rec.draft_services.append(
+                    DraftService(self._src(model), model.code.label() if model.code else "", tuple(model.code.codes()) if model.code else (), is_selected)
+                )
+
+        families_seen = {FAMILY_OF_TYPE.get(t) for t in data.key_types.values()}
+        for family in ("labs", "medications", "conditions", "patient"):
+            if family in families_seen:
+                keys = [k for k, t in data.key_types.items() if FAMILY_OF_TYPE.get(t) == family]
+                rec.available[family] = all(k not in data.unavailable for k in keys)
+
+        for key, model in parsed:
+            if isinstance(model, lean.Observation):
+                self._observation(model, rec)
+            elif isinstance(model, (lean.MedicationRequest, lean.MedicationStatement)):
+                if f"MedicationRequest/{model.id}" in draft_ids:
+                    continue  # the drafted order itself, already read from draftOrders
+                if self._is_active(model):
+                    rec.medications.append(self._medication(model, medications, rec))
+            elif isinstance(model, lean.Condition):
+                self._condition(model, rec)
+            elif isinstance(model, lean.Patient):
+                rec.birth_date = parse_fhir_date(model.birthDate)
+                rec.sex = model.gender
+        for results in rec.labs.values():
+            results.sort(key=lambda r: r.effective, reverse=True)
+        return rec
+
+    # ------------------------------------------------------------------ parsing
+    def _parse(self, rec: PatientRecord, raw: Any, key: str | None, draft: bool = False) -> lean.Lean | None:
+        if isinstance(raw, dict) and raw.get("resourceType") == "OperationOutcome":
+            return None
+        model, dropped, error = lean.parse_resource(raw)
+        rtype = raw.get("resourceType") if isinstance(raw, dict) else None
+        rid = raw.get("id") if isinstance(raw, dict) else None
+        label = f"{rtype or 'entry'}/{rid}" if rid else (rtype or "entry")
+        if error:
+            if rtype in lean.MODELS or not isinstance(raw, dict) or not isinstance(rtype, str):
+                rec.note_gap("entry-skipped", f"{label} in {key}: {error}", key)
+                log.info("skipped entry %s in %s: %s", label, key, error)
+            return None
+        if dropped:
+            rec.note_gap("element-dropped", f"{label} in {key}: unreadable element(s) ignored: {', '.join(sorted(set(dropped)))}", key)
+        if not draft and not self._same_patient(model, rec.patient_id):
+            rec.note_gap("other-patient", f"{label} in {key} belongs to another patient and was ignored", key)
+            log.warning("ignored %s in %s: belongs to another patient", label, key)
+            return None
+        return model
+
+    @staticmethod
+    def _same_patient(model: lean.Lean, patient_id: str) -> bool:
+        if isinstance(model, lean.Patient):
+            return model.id is None or model.id == patient_id
+        subject = getattr(model, "subject", None)
+        ref = subject.reference if subject is not None else None
+        if not ref:
+            return True
+        ref = ref.split("/_history/")[0]
+        return ref == f"Patient/{patient_id}" or ref.endswith(f"/Patient/{patient_id}")
+
+    @staticmethod
+    def _src(model: lean.Lean) -> SourceRef:
+        meta = getattr(model, "meta", None)
+        return SourceRef(type(model).__name__, getattr(model, "id", None), meta.versionId if meta else None)
+
+    # ------------------------------------------------------------------ observations
+    def _observation(self, obs: lean.Observation, rec: PatientRecord) -> None:
+        if obs.status not in OBSERVATION_OK:
+            return  # preliminary, cancelled, entered-in-error, ... never count
+        analyte = code = None
+        for c in obs.code.coding:
+            if c.code and (c.system in (LOINC, None, "")):
+                analyte = self.k.loinc_to_analyte.get(c.code)
+                if analyte:
+                    code = c.code
+                    break
+        if analyte is None:
+            return
+        label = f"Observation/{obs.id}" if obs.id else "Observation"
+        q = obs.valueQuantity
+        if q is None or q.value is None:
+            rec.note_gap("value-missing", f"{label} ({analyte}) has no numeric value")
+            return
+        when = parse_fhir_datetime(
+            obs.effectiveDateTime or (obs.effectivePeriod.start if obs.effectivePeriod else None) or obs.effectiveInstant or obs.issued
+        )
+        if when is None:
+            rec.note_gap("date-missing", f"{label} ({analyte}) has no effective date")
+            return
+        if when < self.lookback_start:
+            return
+        if when > self.now + timedelta(days=1):
+            rec.note_gap("date-future", f"{label} ({analyte}) is dated in the future ({when.date()}) and was ignored")
+            return
+        definition = self.k.model.analytes[analyte]
+        unit = self.k.unit(q.code if q.system == "http://unitsofmeasure.org" and q.code else (q.unit or q.code))
+        if unit is None:
+            unit = definition.canonical_unit if analyte in ("urine_ca_cr_ratio",) else None
+        if unit is None or not known_unit(unit):
+            rec.note_gap("unit-unknown", f"{label} ({analyte}) unit {q.unit or q.code!r} cannot be interpreted")
+            return
+        try:
+            value = convert(q.value, unit, definition)
+        except UnitError as exc:
+            rec.note_gap("unit-unknown", f"{label} ({analyte}): {exc}")
+            return
+        low = high = None
+        for rr in obs.referenceRange:
+            low = self._range_value(rr.low, unit, definition)
+            high = self._range_value(rr.high, unit, definition)
+            if low is not None or high is not None:
+                break
+        interpretation = None
+        for ic in obs.interpretation:
+            interpretation = next((c.code for c in ic.coding if c.code), None)
+            if interpretation:
+                break
+        rec.labs.setdefault(analyte, []).append(
+            LabResult(
+                analyte=analyte,
+                value=value,
+                unit=definition.canonical_unit,
+                original_value=q.value,
+                original_unit=unit,
+                effective=when,
+                code=code or "",
+                source=self._src(obs),
+                status=obs.status,
+                ref_low=low,
+                ref_high=high,
+                interpretation=interpretation,
+                comparator=q.comparator,
+            )
+        )
+
+    def _range_value(self, q: lean.Quantity | None, value_unit: str, definition: Any) -> float | None:
+        if q is None or q.value is None:
+            return None
+        unit = self.k.unit(q.code or q.unit) or value_unit
+        try:
+            return convert(q.value, unit, definition) if known_unit(unit) else None
+        except UnitError:
+            return None
+
+    # ------------------------------------------------------------------ medications
+    def _is_active(self, med: lean.MedicationRequest | lean.MedicationStatement) -> bool:
+        if isinstance(med, lean.MedicationRequest):
+            return med.status in self._mr_active
+        return med.status in self._ms_active
+
+    def _medication(
+        self,
+        med: lean.MedicationRequest | lean.MedicationStatement,
+        medications: dict[str, lean.Medication],
+        rec: PatientRecord,
+        draft: bool = False,
+        selected: bool = False,
+    ) -> MedicationUse:
+        concepts: list[lean.CodeableConcept] = []
+        form: lean.CodeableConcept | None = None
+        if med.medicationCodeableConcept is not None:
+            concepts.append(med.medicationCodeableConcept)
+        ref = med.medicationReference.reference if med.medicationReference else None
+        if ref:
+            target = self._resolve_medication(ref, med, medications)
+            if target is None:
+                label = med.medicationReference.display if med.medicationReference else None
+                rec.note_gap("medication-unresolved", f"{type(med).__name__}/{med.id}: medication {ref} could not be read" + (f" (used its display {label!r})" if label else ""))
+                if label:
+                    concepts.append(lean.CodeableConcept(text=label))
+            else:
+                if target.code is not None:
+                    concepts.append(target.code)
+                concepts.extend(i.itemCodeableConcept for i in target.ingredient if i.itemCodeableConcept is not None)
+                form = target.form
+        elif med.medicationReference is not None and med.medicationReference.display:
+            concepts.append(lean.CodeableConcept(text=med.medicationReference.display))
+        ingredients = self.resolve_ingredients(concepts)
+        dosages = med.dosageInstruction if isinstance(med, lean.MedicationRequest) else med.dosage
+        label = next((c.label() for c in concepts if c.label()), "unnamed medication")
+        if isinstance(med, lean.MedicationRequest):
+            start = parse_fhir_datetime(med.authoredOn)
+        else:
+            start = parse_fhir_datetime(
+                (med.effectivePeriod.start if med.effectivePeriod else None) or med.effectiveDateTime or med.dateAsserted
+            )
+        dose = None
+        timing_parts: list[str] = []
+        for d in dosages:
+            for dr in d.doseAndRate:
+                if dr.doseQuantity and dr.doseQuantity.value is not None and dose is None:
+                    dose = Dose(dr.doseQuantity.value, self.k.unit(dr.doseQuantity.code or dr.doseQuantity.unit) or "")
+            if d.text:
+                timing_parts.append(d.text)
+            if d.timing and d.timing.code:
+                timing_parts.append(d.timing.code.label())
+        return MedicationUse(
+            source=self._src(med),
+            status=med.status,
+            label=label,
+            ingredients=ingredients,
+            start=start,
+            route=self._route(dosages, label, form),
+            dose=dose,
+            timing="; ".join(p for p in timing_parts if p) or None,
+            draft=draft,
+            selected=selected,
+        )
+
+    @staticmethod
+    def _resolve_medication(ref: str, med: Any, medications: dict[str, lean.Medication]) -> lean.Medication | None:
+        if ref.startswith("#"):
+            for raw in med.contained:
+                if isinstance(raw, dict) and raw.get("resourceType") == "Medication" and raw.get("id") == ref[1:]:
+                    model, _, err = lean.parse_resource(raw)
+                    return model if err is None else None  # type: ignore[return-value]
+            return None
+        mid = ref.split("/_history/")[0].rstrip("/").split("/")[-1]
+        return medications.get(mid)
+
+    def resolve_ingredients(self, concepts: list[lean.CodeableConcept]) -> tuple[IngredientMatch, ...]:
+        """RxNorm ingredient, then RxNorm clinical drug, then ATC, then (last) names in text/display."""
+        k = self.k
+        found: dict[str, IngredientMatch] = {}
+
+        def add(ing: str, how: str, code: str) -> None:
+            if ing not in found:
+                found[ing] = IngredientMatch(ing, tuple(k.model.ingredients[ing].classes), how, code)  # type: ignore[arg-type]
+
+        for concept in concepts:
+            for c in concept.coding:
+                if not c.code:
+                    continue
+                system = (c.system or "").rstrip("/")
+                if system == RXNORM:
+                    if c.code in k.rxcui_to_ingredient:
+                        add(k.rxcui_to_ingredient[c.code], "rxnorm-ingredient", c.code)
+                    for ing in k.clinical_drugs.get(c.code, ()):
+                        add(ing, "rxnorm-clinical-drug", c.code)
+                elif system == ATC or system.endswith("/atc"):
+                    code = c.code.upper()
+                    if code in k.atc_to_ingredient:
+                        add(k.atc_to_ingredient[code], "atc", c.code)
+        if not found:
+            for concept in concepts:
+                texts = [concept.text] + [c.display for c in concept.coding]
+                for text in texts:
+                    if not text:
+                        continue
+                    for ing in k.match_names(text):
+                        add(ing, "text", text)
+            if "magnesium" in found and len([i for i in found if k.model.ingredients[i].classes == ["magnesium-supplement"]]) > 1:
+                found.pop("magnesium")
+        return tuple(found.values())
+
+    def _route(self, dosages: list[lean.Dosage], label: str, form: lean.CodeableConcept | None) -> str | None:
+        routes = self.k.model.routes
+        for d in dosages:
+            if d.route is None:
+                continue
+            for system, code in d.route.codes():
+                for name, r in routes.items():
+                    if code in r.snomed:
+                        return name
+            text = d.route.label().lower()
+            for name, r in routes.items():
+                if _has_word(text, r.words):
+                    return name
+        texts = [label.lower()] + ([form.label().lower()] if form else []) + [(d.text or "").lower() for d in dosages]
+        for text in texts:
+            for name in ("intravenous", "subcutaneous", "intramuscular", "oral"):
+                if _has_word(text, routes[name].words):
+                    return name
+        return None
+
+    # ------------------------------------------------------------------ conditions
+    def _condition(self, cond: lean.Condition, rec: PatientRecord) -> None:
+        clinical = next((c.code for c in cond.clinicalStatus.coding if c.code), None) if cond.clinicalStatus else None
+        verification = next((c.code for c in cond.verificationStatus.coding if c.code), None) if cond.verificationStatus else None
+        if verification in CONDITION_EXCLUDED_VERIFICATION:
+            return
+        if clinical is not None and clinical not in CONDITION_ACTIVE:
+            return
+        codes = tuple(cond.code.codes())
+        condition = next((self.k.condition_index[c] for c in codes if c in self.k.condition_index), None)
+        rec.conditions.append(
+            ConditionFact(
+                condition=condition,
+                label=cond.code.label(),
+                codes=codes,
+                clinical_status=clinical,
+                onset=parse_fhir_datetime(cond.onsetDateTime or cond.recordedDate),
+                source=self._src(cond),
+            )
+        )
+
+
+def _has_word(text: str, words: list[str]) -> bool:
+    import re
+
+    return any(re.search(r"(?<![a-z0-9])" + re.escape(w) + r"(?![a-z0-9])", text) for w in words)
