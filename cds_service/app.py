@@ -55,6 +55,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     errors.init_app(app)
     app.register_blueprint(hooks.bp)
     app.register_blueprint(health.bp)
+    __import__("cds_service.api.audit_pages", fromlist=["register"]).register(app)  # /audit/ when CDS_AUDIT_UI
+    app.register_blueprint(__import__("cds_service.api.openapi", fromlist=["bp"]).bp)
+    __import__("cds_service.auth", fromlist=["init_app"]).init_app(app)
     if settings.cors_origins:
         from flask_cors import CORS
 

@@ -36,7 +36,10 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     """Run the service under gunicorn (production WSGI server)."""
     from gunicorn.app.base import BaseApplication
 
-    settings = Settings.from_env(host=host, port=port, workers=workers)
+    from os import environ  # production default: client authentication required unless CDS_AUTH_MODE says otherwise
+
+    settings = Settings.from_env(host=host, port=port, workers=workers,
+                                 auth_mode=None if "CDS_AUTH_MODE" in environ else "required")
     from .app import create_app
 
     class _App(BaseApplication):
@@ -58,12 +61,117 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
 
 
 @main.command()
-@click.argument("request_file", type=click.File("rb"))
-@click.option("--service", "service_id", default=None, help="Service id (default: from the request's hook).")
-@click.option("--now", default=None, help="Evaluate as of this instant (ISO 8601), for reproducible output.")
-@click.option("--database-url", default="sqlite://", show_default=True, help="Audit store for this run (in-memory by default).")
-def invoke(request_file: Any, service_id: str | None, now: str | None, database_url: str) -> None:
-    """Run one hook request in-process and print the response JSON (no server needed)."""
+@click.argument("request_file", type=click.File("rb"), required=False)
+@click.option("--service", "service_id", default=None, help="Service id (default: the one answering the hook).")
+@click.option("--now", default=None, help="In-process only: evaluate as of this instant (ISO 8601), for reproducible output.")
+@click.option("--database-url", default="sqlite://", show_default=True, help="In-process audit store for this run (in-memory by default).")
+@click.option("--hook", type=click.Choice(["patient-view", "order-select", "order-sign"]), default=None,
+              help="EHR stand-in mode: the hook to call (needs --patient and --fhir-base).")
+@click.option("--patient", "patient_id", default=None, help="Stand-in: context.patientId.")
+@click.option("--fhir-base", default=None, help="Stand-in: the FHIR server the EHR reads (prefetch) and hands the service.")
+@click.option("--service-fhir-base", default=None,
+              help="Stand-in: fhirServer as the service reaches it, when that differs from --fhir-base (e.g. http://hapi:8080/fhir in compose).")
+@click.option("--draft-orders", "draft_orders_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Stand-in: draft orders (a Bundle or one resource, JSON) for order-select/order-sign.")
+@click.option("--selection", "selections", multiple=True, help="Stand-in, order-select: a selected draft order (Type/id); default all.")
+@click.option("--user", "user_id", default="Practitioner/example", show_default=True, help="Stand-in: context.userId.")
+@click.option("--encounter", "encounter_id", default=None, help="Stand-in: context.encounterId.")
+@click.option("--no-prefetch", is_flag=True, help="Stand-in: send no prefetch, only fhirServer + fhirAuthorization (the service fetches).")
+@click.option("--prefetch-only", is_flag=True, help="Stand-in: send prefetch without fhirServer/fhirAuthorization.")
+@click.option("--fhir-token", default=None, help="Stand-in: bearer token for the FHIR server (sent as fhirAuthorization; random by default).")
+@click.option("--sign-with", "key_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Stand-in: sign a client JWT with this PEM private key (EC -> ES384, RSA -> RS384).")
+@click.option("--issuer", default=None, help="Stand-in: JWT iss (and sub) when signing.")
+@click.option("--kid", default=None, help="Stand-in: JWT kid header when signing.")
+@click.option("--jku", default=None, help="Stand-in: optional JWT jku header.")
+@click.option("--service-url", default=None, help="Stand-in: base URL of a running service (default: the app in-process).")
+@click.option("--json", "as_json", is_flag=True, help="Stand-in: print the response JSON instead of the card table.")
+@click.option("--request-only", is_flag=True, help="Stand-in: print the built request JSON and do not call the service.")
+def invoke(request_file: Any, service_id: str | None, now: str | None, database_url: str, hook: str | None,
+           patient_id: str | None, fhir_base: str | None, service_fhir_base: str | None, draft_orders_file: str | None, selections: tuple[str, ...],
+           user_id: str, encounter_id: str | None, no_prefetch: bool, prefetch_only: bool, fhir_token: str | None,
+           key_file: str | None, issuer: str | None, kid: str | None, jku: str | None, service_url: str | None,
+           as_json: bool, request_only: bool) -> None:
+    """Call a CDS service and print what came back.
+
+    \b
+    Two modes:
+      cds-service invoke REQUEST.json
+          runs one ready hook request in-process and prints the response JSON (no server needed);
+      cds-service invoke --hook patient-view --patient ID --fhir-base URL [...]
+          EHR stand-in: reads discovery, builds the request (prefetch rendered from the service's
+          templates and read from that FHIR server, unless --no-prefetch), optionally signs a
+          client JWT, calls --service-url or the app in-process, prints the cards as a table
+          (or the response JSON with --json).
+    """
+    if request_file is not None:
+        if hook or patient_id or fhir_base:
+            raise click.UsageError("give either REQUEST_FILE or --hook/--patient/--fhir-base, not both")
+        _invoke_file(request_file, service_id, now, database_url)
+        return
+    if not (hook and patient_id and fhir_base):
+        raise click.UsageError("give REQUEST_FILE, or --hook, --patient and --fhir-base (EHR stand-in mode)")
+    if no_prefetch and prefetch_only:
+        raise click.UsageError("--no-prefetch and --prefetch-only contradict each other")
+    if key_file and not (issuer and kid):
+        raise click.UsageError("--sign-with needs --issuer and --kid")
+    from .kit.standin import EhrStandIn, StandInError, cards_table, read_draft_orders, sign_client_jwt
+
+    signer = None
+    if key_file:
+        def signer(audience: str) -> str:
+            return sign_client_jwt(key_file, issuer=issuer, kid=kid, jku=jku, audience=audience)  # type: ignore[arg-type]
+    try:
+        if service_url:
+            if now:
+                click.echo("note: --now only applies in-process; the running service uses its own clock", err=True)
+            standin = EhrStandIn(fhir_base=fhir_base, service_url=service_url, fhir_token=fhir_token, signer=signer,
+                                 service_fhir_base=service_fhir_base)
+        else:
+            standin = EhrStandIn(fhir_base=fhir_base, app=_in_process_app(now, database_url, service_fhir_base or fhir_base),
+                                 fhir_token=fhir_token, signer=signer, service_fhir_base=service_fhir_base)
+        drafts = read_draft_orders(draft_orders_file) if draft_orders_file else None
+        built = standin.build_request(hook, patient_id, service_id=service_id, user_id=user_id, encounter_id=encounter_id,
+                                      draft_orders=drafts, selections=selections, prefetch=not no_prefetch,
+                                      send_fhir_server=not prefetch_only)
+        for key, why in built.not_prefetched.items():
+            click.echo(f"note: prefetch {key} not sent: {why}", err=True)
+        if request_only:
+            click.echo(json.dumps(built.body, indent=2))
+            return
+        result = standin.call(built)
+    except StandInError as exc:
+        raise click.ClickException(str(exc))
+    finally:
+        if not service_url and "standin" in locals():
+            standin.app.extensions["cds"].store.flush()
+    mode = "no prefetch (service fetches)" if no_prefetch else f"prefetch {len(built.prefetched)} key(s)"
+    if as_json:
+        click.echo(json.dumps(result.body, indent=2))
+    else:
+        click.echo(f"{built.service['id']} ({hook}) patient {patient_id}, {mode}: HTTP {result.status} "
+                   f"in {result.elapsed_ms:.0f} ms")
+        if result.status == 200 and isinstance(result.body, dict):
+            click.echo(cards_table(result.body.get("cards") or []))
+        else:
+            click.echo(json.dumps(result.body, indent=2))
+    if result.status != 200:
+        sys.exit(1)
+
+
+def _in_process_app(now: str | None, database_url: str, fhir_base: str) -> Any:
+    from .app import create_app
+
+    config: dict[str, Any] = {"database_url": database_url, "log_level": "WARNING"}
+    if fhir_base.startswith("http://"):
+        config["allow_http_fhir"] = True  # the stand-in names this server explicitly
+    fixed = _parse_now(now)
+    if fixed:
+        config["CLOCK"] = lambda: fixed
+    return create_app(config)
+
+
+def _invoke_file(request_file: Any, service_id: str | None, now: str | None, database_url: str) -> None:
     from .app import create_app
 
     raw = request_file.read()
@@ -88,6 +196,88 @@ def invoke(request_file: Any, service_id: str | None, now: str | None, database_
     click.echo(json.dumps(resp.get_json(), indent=2))
     if resp.status_code != 200:
         sys.exit(1)
+
+
+from .audit.cli import audit  # noqa: E402
+
+main.add_command(audit)
+
+
+@main.group()
+def fixtures() -> None:
+    """The scenario patients (fixtures/): load them into a FHIR sandbox, list them, write ready requests."""
+
+
+@fixtures.command("load")
+@click.option("--fhir-base", required=True, help="FHIR R4 base URL, e.g. http://localhost:8090/fhir.")
+@click.option("--wait", "wait_seconds", default=0.0, type=float, show_default=True,
+              help="Seconds to wait for GET /metadata before giving up (a starting server).")
+@click.option("--scenario", "scenario_ids", multiple=True, help="Load only this scenario (repeatable; default all).")
+@click.option("--fhir-token", default=None, help="Bearer token, for a sandbox that requires one.")
+@click.option("--individual-puts", is_flag=True, help="One PUT per resource even when the server supports transactions.")
+@click.option("--fixtures-dir", default=None, help="Fixture directory (default CDS_FIXTURES_DIR or the repository's fixtures/).")
+def fixtures_load(fhir_base: str, wait_seconds: float, scenario_ids: tuple[str, ...], fhir_token: str | None,
+                  individual_puts: bool, fixtures_dir: str | None) -> None:
+    """PUT every scenario's transaction bundle (stable ids: loading twice changes nothing)."""
+    from .fixtures import FixtureError, get_scenario, list_scenarios, read_bundle
+    from .kit.loader import FixtureLoader, LoadError
+
+    try:
+        scenarios = ([get_scenario(s, fixtures_dir) for s in scenario_ids] if scenario_ids
+                     else list_scenarios(fixtures_dir))
+        bundles = [(s.id, read_bundle(s)) for s in scenarios]
+    except FixtureError as exc:
+        raise click.ClickException(str(exc))
+    loader = FixtureLoader(fhir_base, token=fhir_token, log=lambda m: click.echo(m, err=True))
+    try:
+        loader.wait_for_metadata(wait_seconds)
+        version = loader.fhir_version()
+        if not version.startswith("4.0"):
+            click.echo(f"warning: the server says fhirVersion {version!r}; the fixtures are FHIR R4 (4.0.x)", err=True)
+        transaction = loader.supports_transaction() and not individual_puts
+        if not transaction and not individual_puts:
+            click.echo("the server does not declare the transaction interaction: loading with individual PUTs", err=True)
+        total = 0
+        for sid, bundle in bundles:
+            done = loader.load(sid, bundle, transaction=transaction)
+            total += done.total
+            click.echo(done.describe())
+    except LoadError as exc:
+        raise click.ClickException(str(exc))
+    click.echo(f"loaded {len(bundles)} scenario(s), {total} resources into {loader.base}")
+
+
+@fixtures.command("list")
+@click.option("--fixtures-dir", default=None, help="Fixture directory (default CDS_FIXTURES_DIR or the repository's fixtures/).")
+def fixtures_list(fixtures_dir: str | None) -> None:
+    """Each scenario: patient id, draft orders, and the cards each hook is expected to return."""
+    from .fixtures import FixtureError, list_scenarios
+
+    try:
+        scenarios = list_scenarios(fixtures_dir)
+    except FixtureError as exc:
+        raise click.ClickException(str(exc))
+    for s in scenarios:
+        click.echo(f"{s.id}  patient={s.patient_id}  drafts={s.drafts_path.name if s.drafts_path else '-'}")
+        for hook, codes in s.expected.items():
+            click.echo(f"    {hook:<13} {', '.join(sorted(codes)) or '(no cards)'}")
+
+
+@fixtures.command("requests")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Directory to (re)write.")
+@click.option("--now", default="2026-11-25T12:00:00Z", show_default=True, help="The fixtures' today (lookback window).")
+@click.option("--fixtures-dir", default=None, help="Fixture directory (default CDS_FIXTURES_DIR or the repository's fixtures/).")
+def fixtures_requests(out_dir: str, now: str, fixtures_dir: str | None) -> None:
+    """Write a ready hook request per scenario and hook, with and without prefetch (for curl)."""
+    from .app import create_app
+    from .fixtures import FixtureError, write_requests
+
+    app = create_app({"database_url": "sqlite://", "log_level": "WARNING"})
+    try:
+        written = write_requests(out_dir, app.extensions["cds"].catalog, _parse_now(now), fixtures_dir)  # type: ignore[arg-type]
+    except FixtureError as exc:
+        raise click.ClickException(str(exc))
+    click.echo(f"wrote {len(written)} request(s) to {out_dir}")
 
 
 if __name__ == "__main__":

@@ -71,6 +71,10 @@ class Settings:
     # Validate every prefetch resource with the full fhir.resources R4B models (slow; off the hot path).
     strict_validation: bool = False
     log_level: str = "INFO"
+    # Client JWT key handling: JWKS cache lifetime, minimum gap between unknown-kid refreshes, longest exp accepted.
+    jwks_cache_seconds: int = 300
+    jwks_refresh_min_seconds: float = 30.0
+    jwt_max_lifetime_seconds: int = 900
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":

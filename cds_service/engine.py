@@ -54,6 +54,7 @@ class Invocation:
     record_snapshot: dict[str, Any] | None = None  # normalised record, for replay
     prefetch: dict[str, str] = field(default_factory=dict)  # key -> prefetched|fetched|unavailable
     fetch_ms: dict[str, float] = field(default_factory=dict)
+    client: str | None = None  # the verified JWT issuer (+ sub, tenant); never the token
 
 
 @dataclass

@@ -5,6 +5,8 @@
 #   bash scripts/fhir-server.sh stop     # stop it (whole process group)
 #   bash scripts/fhir-server.sh status   # exit 0 and print the base URL if running, exit 1 otherwise
 #   bash scripts/fhir-server.sh restart  # same as start
+#   bash scripts/fhir-server.sh db       # print the path of the SQLite store (its `traffic` table logs requests)
+#   bash scripts/fhir-server.sh install  # only create/refresh the venv
 #
 # Environment:
 #   CDS_FHIR_VENV            isolated virtualenv for the server (default .cache/fhir-venv)
@@ -15,7 +17,8 @@
 #   CDS_PYTHON               interpreter used to create the venv (default python3)
 #
 # Everything lives under .cache/ (relative to the repo root): the venv, fhir-server.pid,
-# fhir-server.log and fhir-server/ (settings.yaml + the SQLite store sekmet.db, wiped on each start).
+# fhir-server.log and fhir-server/ (settings.yaml + the SQLite store sekmet.db, wiped on each start);
+# for a port other than 8089 those three are named fhir-server-PORT.pid, fhir-server-PORT.log, fhir-server-PORT/.
 # Informational messages go to stderr; stdout carries only the base URL (start/status).
 # See docs/dev/sekmet-fhir.md for what the server does and does not support.
 set -euo pipefail
@@ -31,9 +34,12 @@ PORT="${CDS_TEST_FHIR_PORT:-8089}"
 HOST="127.0.0.1"
 TIMEOUT="${CDS_FHIR_START_TIMEOUT:-60}"
 PYTHON="${CDS_PYTHON:-python3}"
-STATE_DIR="$CACHE_DIR/fhir-server"
-PIDFILE="$CACHE_DIR/fhir-server.pid"
-LOG="$CACHE_DIR/fhir-server.log"
+# Default port: .cache/fhir-server{.pid,.log,/}. Any other port gets its own files (fhir-server-PORT...),
+# so that several instances in one checkout do not stop each other.
+if [ "$PORT" = 8089 ]; then NAME="fhir-server"; else NAME="fhir-server-$PORT"; fi
+STATE_DIR="$CACHE_DIR/$NAME"
+PIDFILE="$CACHE_DIR/$NAME.pid"
+LOG="$CACHE_DIR/$NAME.log"
 BASE_URL="http://$HOST:$PORT/fhir"
 
 log() { echo "[fhir-server] $*" >&2; }
@@ -229,5 +235,6 @@ case "${1:-}" in
   stop) do_stop ;;
   status) do_status ;;
   install) ensure_venv ;;
-  *) echo "usage: $0 start|stop|status|restart|install" >&2; exit 2 ;;
+  db) echo "$(abspath "$STATE_DIR")/sekmet.db" ;;
+  *) echo "usage: $0 start|stop|status|restart|db|install" >&2; exit 2 ;;
 esac

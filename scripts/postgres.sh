@@ -12,8 +12,9 @@
 #
 # The cluster lives in a fresh mktemp directory under ${TMPDIR:-/tmp} (so that the `postgres` user can
 # reach it wherever the repo is checked out); its path is recorded in .cache/postgres.dir, and the server
-# log is copied to .cache/postgres.log on stop. It listens on 127.0.0.1 only (plus a Unix socket inside
-# the cluster directory), with trust authentication for the superuser `postgres`.
+# log is copied to .cache/postgres.log on stop (.cache/postgres-PORT.{dir,log} for a port other than 54329).
+# It listens on 127.0.0.1 only (plus a Unix socket inside the cluster directory), with trust
+# authentication for the superuser `postgres`.
 # initdb/pg_ctl refuse to run as root, so as root they run as the `postgres` user (runuser).
 # Informational messages go to stderr; stdout carries only the URL.
 set -euo pipefail
@@ -25,8 +26,11 @@ PORT="${CDS_TEST_PG_PORT:-54329}"
 HOST="127.0.0.1"
 DB="cds_test"
 CACHE_DIR=".cache"
-STATEFILE="$CACHE_DIR/postgres.dir"
-LOGCOPY="$CACHE_DIR/postgres.log"
+# default port: .cache/postgres.{dir,log}; any other port gets its own (postgres-PORT.*), so that
+# several clusters in one checkout do not stop each other
+if [ "$PORT" = 54329 ]; then NAME="postgres"; else NAME="postgres-$PORT"; fi
+STATEFILE="$CACHE_DIR/$NAME.dir"
+LOGCOPY="$CACHE_DIR/$NAME.log"
 URL="postgresql+psycopg://postgres@$HOST:$PORT/$DB"
 
 log() { echo "[postgres] $*" >&2; }
@@ -52,13 +56,19 @@ find_bindir() {
 apt_install_postgres() {
   [ "$(id -u)" = "0" ] || die "PostgreSQL server binaries not found and not root: install Debian's postgresql package"
   command -v apt-get >/dev/null 2>&1 || die "PostgreSQL server binaries not found and no apt-get"
-  local t0=$SECONDS
-  log "initdb/pg_ctl not found: installing Debian postgresql (apt-get update + install --no-install-recommends)"
+  local t0=$SECONDS apt_log="$CACHE_DIR/apt-postgres.log"
+  mkdir -p "$CACHE_DIR"
+  log "initdb/pg_ctl not found: installing Debian postgresql (apt-get update + install --no-install-recommends; log $apt_log)"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q -o Acquire::Retries=3 -o DPkg::Lock::Timeout=600 >&2 \
-    || log "apt-get update failed; trying the install with the package lists we have"
-  apt-get install -y -q --no-install-recommends -o Acquire::Retries=3 -o DPkg::Lock::Timeout=600 \
-    postgresql >&2
+  if ! apt-get update -q -o Acquire::Retries=3 -o DPkg::Lock::Timeout=600 > "$apt_log" 2>&1; then
+    tail -n 20 "$apt_log" >&2
+    log "apt-get update failed; trying the install with the package lists we have"
+  fi
+  if ! apt-get install -y -q --no-install-recommends -o Acquire::Retries=3 -o DPkg::Lock::Timeout=600 \
+      -o Dpkg::Use-Pty=0 postgresql >> "$apt_log" 2>&1; then
+    tail -n 40 "$apt_log" >&2
+    die "apt-get install postgresql failed (log: $apt_log)"
+  fi
   log "postgresql installed in $((SECONDS - t0)) s"
 }
 

@@ -188,7 +188,8 @@ else
   STARTED_FHIR=1
   CDS_TEST_FHIR_BASE="$(bash scripts/fhir-server.sh start)"
   # the server's SQLite store; its `traffic` table records every inbound request (Authorization redacted)
-  export CDS_TEST_FHIR_TRAFFIC_DB="$ROOT/$CACHE_DIR/fhir-server/sekmet.db"
+  CDS_TEST_FHIR_TRAFFIC_DB="$(bash scripts/fhir-server.sh db)"
+  export CDS_TEST_FHIR_TRAFFIC_DB
 fi
 export CDS_TEST_FHIR_BASE
 

@@ -18,6 +18,7 @@ def readyz():
         "definitions": bool(s.catalog.services),
         "knowledge": s.knowledge.version,
         "store": s.store.ping(),
+        "auditWriter": s.store.stats(),  # written/failed/dropped/queued: a store outage shows here
     }
     ready = checks["definitions"] and checks["store"]
     body = {"status": "ready" if ready else "not-ready", "checks": checks}

@@ -4,7 +4,8 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
+from werkzeug.exceptions import HTTPException
 
 from ..engine import Invocation
 from ..errors import CDSError, UnknownService
@@ -28,25 +29,77 @@ def discovery():
 @bp.post("/cds-services/<service_id>")
 def call_service(service_id: str):
     s = services()
-    started = time.monotonic()
-    inv = Invocation(service_id=service_id)
+    inv = g.cds_invocation = Invocation(service_id=service_id)
+    g.cds_started = time.monotonic()
+    body = None
     try:
         body = read_json(request, s.settings.max_body_bytes, s.settings.max_json_depth)
         response = s.engine.handle(service_id, body, inv)
-        status = 200
-        result = jsonify(response)
     except CDSError as exc:
         inv.status, inv.error_code, inv.error = exc.status, exc.code, exc.message
-        inv.latency_ms = (time.monotonic() - started) * 1000
-        if not isinstance(exc, UnknownService):
-            s.store.record_invocation(inv)
+        if isinstance(exc, UnknownService):
+            _identify(inv, body)
         raise
-    inv.status = status
-    inv.latency_ms = (time.monotonic() - started) * 1000
+    except HTTPException as exc:  # e.g. werkzeug's 413 on a chunked body over MAX_CONTENT_LENGTH
+        inv.status, inv.error_code, inv.error = exc.code or 400, f"http-{exc.code}", exc.name
+        raise
+    except Exception as exc:  # a bug: the 500 is still audited (type only; the log has the trace)
+        inv.status, inv.error_code, inv.error = 500, "internal-error", type(exc).__name__
+        raise
+    inv.status = 200
+    return jsonify(response)
+
+
+@bp.after_request
+def _audit_invocation(response):
+    """One audit row per hook call, whatever the outcome (also a 401 raised before the view ran)."""
+    if request.endpoint != "cds.call_service":
+        return response
+    try:
+        _record(response)
+    except Exception:  # the audit never changes the response
+        log.exception("could not hand the invocation to the audit store")
+    return response
+
+
+def _record(response) -> None:
+    s = services()
+    inv = g.get("cds_invocation")
+    if inv is None:  # the view never ran (authentication failed first)
+        inv = Invocation(service_id=(request.view_args or {}).get("service_id", ""))
+    started = g.get("cds_started")
+    inv.latency_ms = (time.monotonic() - started) * 1000 if started is not None else 0.0
+    inv.status = response.status_code
+    if response.status_code != 200 and inv.error_code is None:
+        inv.error_code, inv.error = _outcome_code(response)
+    client = g.get("cds_client")
+    if client is not None:
+        inv.client = " ".join(p for p in (client.iss, client.sub and f"sub={client.sub}",
+                                          client.tenant and f"tenant={client.tenant}") if p)
     s.store.record_invocation(inv)
-    log.info("hook %s hookInstance=%s patient=%s cards=%d %.1fms", service_id, inv.hook_instance, inv.patient_id,
-             len(inv.cards), inv.latency_ms)
-    return result
+    log.info("hook %s hookInstance=%s patient=%s status=%d cards=%d %.1fms", inv.service_id, inv.hook_instance,
+             inv.patient_id, inv.status, len(inv.cards), inv.latency_ms)
+
+
+def _identify(inv: Invocation, body) -> None:
+    """hookInstance/hook/patient of a call the engine did not take (unknown service)."""
+    if not isinstance(body, dict):
+        return
+    ctx = body.get("context") if isinstance(body.get("context"), dict) else {}
+    for attr, value in (("hook", body.get("hook")), ("hook_instance", body.get("hookInstance")),
+                        ("patient_id", ctx.get("patientId")), ("user_id", ctx.get("userId"))):
+        if isinstance(value, str):
+            setattr(inv, attr, value)
+
+
+def _outcome_code(response) -> tuple[str | None, str | None]:
+    """The stable error code and text of an OperationOutcome response."""
+    try:
+        issue = (response.get_json(silent=True) or {}).get("issue", [{}])[0]
+        coding = (issue.get("details") or {}).get("coding") or [{}]
+        return coding[0].get("code"), issue.get("diagnostics")
+    except (AttributeError, IndexError, TypeError):
+        return f"http-{response.status_code}", None
 
 
 @bp.post("/cds-services/<service_id>/feedback")

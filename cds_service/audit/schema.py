@@ -37,6 +37,7 @@ class InvocationRow(Base):
     record_snapshot: Mapped[dict | None] = mapped_column(JSON)
     prefetch: Mapped[dict] = mapped_column(JSON, default=dict)
     fetch_ms: Mapped[dict] = mapped_column(JSON, default=dict)
+    client: Mapped[str | None] = mapped_column(String(500))  # verified JWT iss/sub/tenant, never the token
 
 
 class CardRow(Base):

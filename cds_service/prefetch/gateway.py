@@ -17,12 +17,14 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3 import exceptions as urllib3_exceptions
 from urllib3.util.retry import Retry
 
 log = logging.getLogger(__name__)
 
 _POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fhir-fetch")
 FHIR_JSON = "application/fhir+json"
+MAX_ANSWER_BYTES = 64 * 2**20  # one page of a FHIR answer; beyond this the key is reported, not read
 
 
 @dataclass
@@ -148,20 +150,23 @@ class FhirGateway:
             headers["Authorization"] = f"Bearer {token}"
         t0 = time.monotonic()
         try:
-            resp = self.session.get(url, headers=headers, timeout=(min(timeout, 1.0), timeout), allow_redirects=False)
+            resp = self.session.get(url, headers=headers, timeout=(min(timeout, 1.0), timeout), allow_redirects=False,
+                                    stream=True)
         except requests.Timeout:
             raise _FetchError(f"FHIR server did not answer within {timeout:.2f} s") from None
         except requests.RequestException as exc:
             raise _FetchError(f"FHIR server unreachable ({type(exc).__name__})") from None
+        with resp:  # the body is read under the same wall-clock limit, then the connection is released
+            content = _read_body(resp, t0 + timeout)
         ms = (time.monotonic() - t0) * 1000
         if resp.status_code in (401, 403):
             raise _FetchError(f"FHIR server refused access (HTTP {resp.status_code})", resp.status_code)
         if resp.status_code >= 400:
-            raise _FetchError(f"FHIR server answered HTTP {resp.status_code}{_diagnostics(resp)}", resp.status_code)
+            raise _FetchError(f"FHIR server answered HTTP {resp.status_code}{_diagnostics(content)}", resp.status_code)
         if resp.status_code != 200:
             raise _FetchError(f"FHIR server answered HTTP {resp.status_code} (expected 200)", resp.status_code)
         try:
-            body = json.loads(resp.content)
+            body = json.loads(content)
         except ValueError:
             raise _FetchError("FHIR server answered with something that is not JSON", resp.status_code) from None
         if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):
@@ -169,6 +174,28 @@ class FhirGateway:
         if body["resourceType"] == "OperationOutcome":
             raise _FetchError(f"FHIR server answered with an OperationOutcome{_oo_text(body)}", resp.status_code)
         return body, resp.status_code, ms
+
+
+def _read_body(resp: requests.Response, stop_at: float) -> bytes:
+    """The whole body, unless it takes past ``stop_at`` or exceeds MAX_ANSWER_BYTES (per-read socket
+    timeouts alone never fire on a server that keeps sending)."""
+    raw = resp.raw
+    read = getattr(raw, "read1", None) or raw.read
+    parts: list[bytes] = []
+    size = 0
+    try:
+        while True:
+            if time.monotonic() > stop_at:
+                raise _FetchError("FHIR server did not finish its answer in time", resp.status_code)
+            chunk = read(64 * 1024, decode_content=True)
+            if not chunk:
+                return b"".join(parts)
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                raise _FetchError(f"FHIR server answer exceeds {MAX_ANSWER_BYTES // 2**20} MiB", resp.status_code)
+            parts.append(chunk)
+    except (requests.RequestException, urllib3_exceptions.HTTPError, OSError) as exc:
+        raise _FetchError(f"FHIR server answer could not be read ({type(exc).__name__})", resp.status_code) from None
 
 
 class _FetchError(Exception):
@@ -194,9 +221,9 @@ def _oo_text(body: dict[str, Any]) -> str:
     return ""
 
 
-def _diagnostics(resp: requests.Response) -> str:
+def _diagnostics(content: bytes) -> str:
     try:
-        body = resp.json()
+        body = json.loads(content)
     except ValueError:
         return ""
     return _oo_text(body) if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome" else ""

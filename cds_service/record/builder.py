@@ -65,6 +65,7 @@ class RecordBuilder:
         self.lookback_start = now - timedelta(days=int(knowledge.policy("lookback_days")))
         self._ms_active = frozenset(knowledge.policy("medication_statement_active_statuses"))
         self._mr_active = frozenset(knowledge.policy("medication_request_active_statuses"))
+        self._ingredients_seen: dict[tuple, tuple[IngredientMatch, ...]] = {}
 
     # ------------------------------------------------------------------ entry point
     def build(
@@ -81,11 +82,20 @@ class RecordBuilder:
         for key, note in data.notes.items():
             if key not in data.unavailable:
                 rec.note_gap("prefetch-partial", f"{key}: {note}", key)
-        parsed: list[tuple[str | None, lean.Lean]] = []
+        parsed: list[tuple[str | None, lean.Lean | lean.ObservationFacts]] = []
         medications: dict[str, lean.Medication] = {}
         seen: set[tuple[str, str]] = set()
         for key, value in data.values.items():
             for raw, _ in iter_resources(value):
+                if type(raw) is dict and raw.get("resourceType") == "Observation":
+                    facts = self._parse_observation(rec, raw, key)
+                    if facts is not None and facts.id:
+                        if ("Observation", facts.id) in seen:
+                            continue
+                        seen.add(("Observation", facts.id))
+                    if facts is not None:
+                        parsed.append((key, facts))
+                    continue
                 model = self._parse(rec, raw, key)
                 if model is None:
                     continue
@@ -129,7 +139,7 @@ class RecordBuilder:
                 rec.available[family] = all(k not in data.unavailable for k in keys)
 
         for key, model in parsed:
-            if isinstance(model, lean.Observation):
+            if isinstance(model, lean.ObservationFacts):
                 self._observation(model, rec)
             elif isinstance(model, (lean.MedicationRequest, lean.MedicationStatement)):
                 if f"MedicationRequest/{model.id}" in draft_ids:
@@ -166,16 +176,27 @@ class RecordBuilder:
             return None
         return model
 
+    def _parse_observation(self, rec: PatientRecord, raw: dict, key: str | None) -> lean.ObservationFacts | None:
+        """An Observation's facts: straight from clean JSON, else through the tolerant model (same outcome)."""
+        try:
+            facts = lean.observation_facts(raw)
+        except Exception:
+            model = self._parse(rec, raw, key)
+            return lean.observation_facts_from_model(model) if isinstance(model, lean.Observation) else None
+        if not _same_reference(facts.subject, rec.patient_id):
+            rid = raw.get("id")
+            label = f"Observation/{rid}" if rid else "Observation"
+            rec.note_gap("other-patient", f"{label} in {key} belongs to another patient and was ignored", key)
+            log.warning("ignored %s in %s: belongs to another patient", label, key)
+            return None
+        return facts
+
     @staticmethod
     def _same_patient(model: lean.Lean, patient_id: str) -> bool:
         if isinstance(model, lean.Patient):
             return model.id is None or model.id == patient_id
         subject = getattr(model, "subject", None)
-        ref = subject.reference if subject is not None else None
-        if not ref:
-            return True
-        ref = ref.split("/_history/")[0]
-        return ref == f"Patient/{patient_id}" or ref.endswith(f"/Patient/{patient_id}")
+        return _same_reference(subject.reference if subject is not None else None, patient_id)
 
     @staticmethod
     def _src(model: lean.Lean) -> SourceRef:
@@ -183,26 +204,24 @@ class RecordBuilder:
         return SourceRef(type(model).__name__, getattr(model, "id", None), meta.versionId if meta else None)
 
     # ------------------------------------------------------------------ observations
-    def _observation(self, obs: lean.Observation, rec: PatientRecord) -> None:
+    def _observation(self, obs: lean.ObservationFacts, rec: PatientRecord) -> None:
         if obs.status not in OBSERVATION_OK:
             return  # preliminary, cancelled, entered-in-error, ... never count
         analyte = code = None
-        for c in obs.code.coding:
-            if c.code and (c.system in (LOINC, None, "")):
-                analyte = self.k.loinc_to_analyte.get(c.code)
+        for system, c_code in obs.codings:
+            if c_code and (system in (LOINC, None, "")):
+                analyte = self.k.loinc_to_analyte.get(c_code)
                 if analyte:
-                    code = c.code
+                    code = c_code
                     break
         if analyte is None:
             return
         label = f"Observation/{obs.id}" if obs.id else "Observation"
-        q = obs.valueQuantity
+        q = obs.quantity
         if q is None or q.value is None:
             rec.note_gap("value-missing", f"{label} ({analyte}) has no numeric value")
             return
-        when = parse_fhir_datetime(
-            obs.effectiveDateTime or (obs.effectivePeriod.start if obs.effectivePeriod else None) or obs.effectiveInstant or obs.issued
-        )
+        when = parse_fhir_datetime(obs.effective)
         if when is None:
             rec.note_gap("date-missing", f"{label} ({analyte}) has no effective date")
             return
@@ -224,14 +243,14 @@ class RecordBuilder:
             rec.note_gap("unit-unknown", f"{label} ({analyte}): {exc}")
             return
         low = high = None
-        for rr in obs.referenceRange:
-            low = self._range_value(rr.low, unit, definition)
-            high = self._range_value(rr.high, unit, definition)
+        for rr_low, rr_high in obs.ranges:
+            low = self._range_value(rr_low, unit, definition)
+            high = self._range_value(rr_high, unit, definition)
             if low is not None or high is not None:
                 break
         interpretation = None
-        for ic in obs.interpretation:
-            interpretation = next((c.code for c in ic.coding if c.code), None)
+        for codes in obs.interpretations:
+            interpretation = next((c for c in codes if c), None)
             if interpretation:
                 break
         rec.labs.setdefault(analyte, []).append(
@@ -243,7 +262,7 @@ class RecordBuilder:
                 original_unit=unit,
                 effective=when,
                 code=code or "",
-                source=self._src(obs),
+                source=SourceRef("Observation", obs.id, obs.version_id),
                 status=obs.status,
                 ref_low=low,
                 ref_high=high,
@@ -252,7 +271,7 @@ class RecordBuilder:
             )
         )
 
-    def _range_value(self, q: lean.Quantity | None, value_unit: str, definition: Any) -> float | None:
+    def _range_value(self, q: lean.QuantityFacts | None, value_unit: str, definition: Any) -> float | None:
         if q is None or q.value is None:
             return None
         unit = self.k.unit(q.code or q.unit) or value_unit
@@ -339,6 +358,13 @@ class RecordBuilder:
 
     def resolve_ingredients(self, concepts: list[lean.CodeableConcept]) -> tuple[IngredientMatch, ...]:
         """RxNorm ingredient, then RxNorm clinical drug, then ATC, then (last) names in text/display."""
+        key = tuple((c.text, tuple((cd.system, cd.code, cd.display) for cd in c.coding)) for c in concepts)
+        found = self._ingredients_seen.get(key)
+        if found is None:  # a record repeats the same few medications: resolve each once
+            found = self._ingredients_seen[key] = self._resolve_ingredients(concepts)
+        return found
+
+    def _resolve_ingredients(self, concepts: list[lean.CodeableConcept]) -> tuple[IngredientMatch, ...]:
         k = self.k
         found: dict[str, IngredientMatch] = {}
 
@@ -412,6 +438,14 @@ class RecordBuilder:
                 source=self._src(cond),
             )
         )
+
+
+def _same_reference(ref: str | None, patient_id: str) -> bool:
+    """Whether a subject reference (or its absence) means this patient."""
+    if not ref:
+        return True
+    ref = ref.split("/_history/")[0]
+    return ref == f"Patient/{patient_id}" or ref.endswith(f"/Patient/{patient_id}") or ref == f"urn:uuid:{patient_id}"
 
 
 def _has_word(text: str, words: list[str]) -> bool:

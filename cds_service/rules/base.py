@@ -5,7 +5,7 @@ no Flask, no requests, no clock reads.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Literal
 

@@ -2,13 +2,27 @@
 from __future__ import annotations
 
 from .base import Finding, RuleContext, lab_fact_line
-from .common import low_limit, magnesium_is_low
+from .common import GENERAL_OVERRIDES, low_limit, magnesium_is_low, mg_mmol
+
+
+def ctcae_grade(ctx: RuleContext, value_mg_dl: float) -> int:
+    """CTCAE v5 grade of a low magnesium (1: < LLN-1.2; 2: < 1.2-0.9; 3: < 0.9-0.7; 4: < 0.7 mg/dL)."""
+    if value_mg_dl < ctx.threshold("magnesium_ctcae_g4"):
+        return 4
+    if value_mg_dl < ctx.threshold("magnesium_ctcae_g3"):
+        return 3
+    if value_mg_dl < ctx.threshold("magnesium_severe"):
+        return 2
+    return 1
 
 
 def hypomagnesemia(ctx: RuleContext) -> Finding | None:
     """Latest serum magnesium below range; critical below the severe threshold (guidance: < 1.2 mg/dL).
 
-    Source: guidance step 3 (severe < 1.2 mg/dL); lab reference range or 1.8 mg/dL default.
+    Low = below the Observation's own referenceRange (else the 1.8 mg/dL default), or below the
+    severe threshold whatever the lab range. Suppressed by `refractory-hypomagnesemia` (registry).
+    On order hooks: relevant when a drafted order is a magnesium, potassium or calcium product,
+    an active vitamin D analogue or a magnesium-wasting drug (the prescriber is acting on it).
     """
     r = magnesium_is_low(ctx)
     if r is None:
@@ -16,17 +30,29 @@ def hypomagnesemia(ctx: RuleContext) -> Finding | None:
     limit, limit_source = low_limit(ctx, r, "magnesium_low")
     severe = ctx.threshold("magnesium_severe")
     critical = r.value < severe
+    grade = ctcae_grade(ctx, r.value)
     indicator = "critical" if critical else "warning"
-    summary = f"{'Severe h' if critical else 'H'}ypomagnesemia: magnesium {r.value:.2f} mg/dL on {r.effective.date().isoformat()}"
+    day = r.effective.date().isoformat()
+    summary = (f"{'Severe h' if critical else 'H'}ypomagnesemia: magnesium {r.value:.2f} mg/dL "
+               f"({mg_mmol(ctx, r.value):.2f} mmol/L) on {day}")
     lines = [
-        f"Latest serum magnesium is below range ({limit:.2f} mg/dL, {limit_source}).",
+        f"Latest serum magnesium is below range ({limit:.2f} mg/dL, {limit_source}); CTCAE grade {grade}.",
         "",
         lab_fact_line(r, "magnesium"),
+        "",
+        f"Low below the lab range (or below {severe} mg/dL, the guidance's severe threshold).",
     ]
     if critical:
         lines += [
             "",
-            f"Below {severe} mg/dL is severe hypomagnesemia: if symptomatic, magnesium sulfate 1-2 g IV over 15 min, "
-            "then 4-5 g in 250 mL over 3 h, after checking kidney function.",
+            f"Below {severe} mg/dL is severe hypomagnesemia: if symptomatic, magnesium sulfate "
+            f"{ctx.threshold('iv_mgso4_loading_min_g'):g}-{ctx.threshold('iv_mgso4_loading_max_g'):g} g IV over "
+            f"{ctx.threshold('iv_mgso4_loading_minutes'):g} min, then {ctx.threshold('iv_mgso4_infusion_min_g'):g}-"
+            f"{ctx.threshold('iv_mgso4_infusion_max_g'):g} g in {ctx.threshold('iv_mgso4_infusion_ml'):g} mL over "
+            f"{ctx.threshold('iv_mgso4_infusion_hours'):g} h, after checking kidney function.",
         ]
-    return Finding(rule="hypomagnesemia", indicator=indicator, summary=summary, detail="\n".join(lines), facts=(r.to_fact(),))
+    else:
+        lines += ["", "Check kidney function, then replace orally (magnesium oxide at night); "
+                      "correct magnesium before treating low potassium or calcium."]
+    return Finding(rule="hypomagnesemia", indicator=indicator, summary=summary, detail="\n".join(lines),
+                   facts=(r.to_fact(),), source="guidance", override_reasons=GENERAL_OVERRIDES)

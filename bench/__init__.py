@@ -1,0 +1,1 @@
+"""Benchmark suite (issue 7): `python -m bench.run [--quick]` writes bench/out/REPORT.md and report.png."""

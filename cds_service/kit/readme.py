@@ -1,0 +1,137 @@
+"""The generated parts of README.md: the configuration table (from ``Settings``) and the rule table (from ``RULES``).
+
+    python -m cds_service.kit.readme          # rewrite the generated sections of README.md
+    python -m cds_service.kit.readme --check  # exit 1 when README.md is out of date (the test does this too)
+"""
+from __future__ import annotations
+
+import inspect
+import re
+import sys
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+from ..config import ENV_PREFIX, REPO_DIR, Settings
+
+README = REPO_DIR / "README.md"
+
+# What each setting means, for integrators (the comments in config.py are the fallback for new fields).
+MEANINGS = {
+    "host": "Bind address of `cds-service serve` (use `0.0.0.0` in a container).",
+    "port": "Port of `cds-service serve`.",
+    "workers": "gunicorn worker processes (each with 4 threads).",
+    "hooks_dir": "Directory of the CDS service definitions (one YAML file per service); validated at start-up.",
+    "knowledge_dir": "Directory with an alternative knowledge file set (`knowledge.yaml`, `drugs.yaml`, RxNorm CSV); empty = the one shipped in the package.",
+    "database_url": "SQLAlchemy URL of the audit store and JWT replay cache: a SQLite file (one host) or `postgresql+psycopg://...` (shared by several instances).",
+    "audit_retention_days": "Audit rows older than this are purged by `cds-service audit purge`.",
+    "fetch_deadline_seconds": "One deadline for completing a request's missing prefetch from `fhirServer` (all keys in parallel).",
+    "fetch_call_timeout_seconds": "Timeout of one FHIR GET (never longer than what is left of the deadline).",
+    "fetch_retries": "Retries of a FHIR GET answered 502/503/504 or failing to connect.",
+    "fetch_page_limit": "Most `next` pages followed per prefetch key (same origin only).",
+    "fetch_page_size": "`_count` asked for in searches the service builds itself.",
+    "lookback_days": "How far back the service reads results (`{{knowledge.lookbackStart}}`).",
+    "allow_http_fhir": "Accept a plain-http `fhirServer` (sandboxes, tests). Off: https only.",
+    "fhir_server_allowlist": "Comma-separated `fhirServer` base URLs the service may call (empty = any https server).",
+    "auth_mode": "Client JWT check: `required`, `optional` (checked when present) or `off` (development only). `cds-service serve` defaults to `required` when the variable is unset.",
+    "trusted_issuers_file": "YAML/JSON file of trusted client issuers and their keys (see docs/security.md).",
+    "jwt_algorithms": "Accepted client JWT signature algorithms.",
+    "jwt_leeway_seconds": "Clock skew tolerated on `exp`/`iat`.",
+    "jwks_timeout_seconds": "Timeout for fetching an issuer's JWK Set.",
+    "public_base_url": "The service's public base URL, used for the JWT `aud` check behind a proxy or load balancer (empty = the request's own URL).",
+    "max_body_bytes": "Largest request body accepted (413 above).",
+    "max_json_depth": "Deepest JSON nesting accepted (400 above).",
+    "cors_origins": "Comma-separated browser origins allowed by CORS (e.g. the CDS Hooks sandbox); empty = no CORS headers.",
+    "audit_ui": "Serve the audit web pages under `/audit/`.",
+    "strict_validation": "Validate every prefetch resource with the full fhir.resources R4B models (slow; the lean models are always used).",
+    "log_level": "Python log level (`DEBUG`, `INFO`, `WARNING`, ...).",
+    "jwks_cache_seconds": "How long a fetched JWK Set is cached.",
+    "jwks_refresh_min_seconds": "Minimum gap between JWK Set refreshes triggered by an unknown `kid`.",
+    "jwt_max_lifetime_seconds": "Longest client JWT lifetime accepted (`exp` - now).",
+}
+
+CONFIG_MARK = "config"
+RULES_MARK = "rules"
+
+
+def _source_comment(name: str) -> str:
+    """The comment next to (or the comment block just above) a field in config.py."""
+    lines = inspect.getsource(Settings).splitlines()
+    for i, line in enumerate(lines):
+        if re.match(rf"\s+{name}\s*:", line):
+            if "#" in line:
+                return line.split("#", 1)[1].strip()
+            block = []
+            j = i - 1
+            while j >= 0 and lines[j].strip().startswith("#"):
+                block.insert(0, lines[j].strip("# ").strip())
+                j -= 1
+            return " ".join(block)
+    return ""
+
+
+def _default(f) -> str:  # type: ignore[no-untyped-def]
+    if f.name == "hooks_dir":
+        return "`hooks/` of the repository"
+    value = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+    if isinstance(value, tuple):
+        return f"`{','.join(value)}`" if value else "(empty)"
+    if isinstance(value, bool):
+        return "`true`" if value else "`false`"
+    if value == "":
+        return "(empty)"
+    return f"`{value}`"
+
+
+def config_table() -> str:
+    rows = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
+    for f in fields(Settings):
+        meaning = MEANINGS.get(f.name) or _source_comment(f.name)
+        if not meaning:
+            raise ValueError(f"{ENV_PREFIX}{f.name.upper()} has no description: add it to MEANINGS in {__file__}")
+        rows.append(f"| `{ENV_PREFIX}{f.name.upper()}` | {_default(f)} | {meaning.replace('|', '/')} |")
+    return "\n".join(rows)
+
+
+def rules_table() -> str:
+    from ..rules import RULES
+
+    rows = ["| Topic code (`source.topic.code`) | Card | Runs on | Fires when |", "| --- | --- | --- | --- |"]
+    for r in RULES:
+        doc = " ".join((inspect.getdoc(r.evaluate) or "").split("\n\n")[0].split())
+        hooks = "patient-view; order hooks when the drafted orders make it relevant" if r.scope == "patient" \
+            else "order-select, order-sign"
+        rows.append(f"| `{r.id}` | {r.title} | {hooks} | {doc.replace('|', '/')} |")
+    rows.append("| `data-gaps` | Advice based on partial data | every hook | Some prefetch key or entry could not be read: "
+                "lists what is missing (never guessed around). |")
+    return "\n".join(rows)
+
+
+def _section(mark: str, body: str) -> str:
+    return f"<!-- BEGIN GENERATED {mark}: python -m cds_service.kit.readme -->\n{body}\n<!-- END GENERATED {mark} -->"
+
+
+def render(text: str) -> str:
+    for mark, body in ((CONFIG_MARK, config_table()), (RULES_MARK, rules_table())):
+        pattern = re.compile(rf"<!-- BEGIN GENERATED {mark}:.*?-->.*?<!-- END GENERATED {mark} -->", re.S)
+        if not pattern.search(text):
+            raise ValueError(f"README has no generated section {mark!r}")
+        text = pattern.sub(lambda _m, b=body, k=mark: _section(k, b), text)
+    return text
+
+
+def main(argv: list[str]) -> int:
+    current = README.read_text(encoding="utf-8")
+    fresh = render(current)
+    if "--check" in argv:
+        if fresh != current:
+            print("README.md is out of date: run python -m cds_service.kit.readme", file=sys.stderr)
+            return 1
+        return 0
+    if fresh != current:
+        README.write_text(fresh, encoding="utf-8")
+        print(f"updated {README}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,91 @@
+"""Drafted magnesium doses in explicit units: magnesium sulfate grams, magnesium mmol, and doses per 48 h.
+
+Conversions (knowledge thresholds, IUPAC molar masses): magnesium sulfate heptahydrate 1 g = 4.06 mmol
+= 8.1 mEq Mg; magnesium oxide 40.3 mg = 1 mmol Mg. Nothing is guessed: an unknown unit or frequency
+gives None and the card says so.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..knowledge import Knowledge
+from ..record.model import Dose, MedicationUse
+
+_MASS_G = {"g": 1.0, "gm": 1.0, "gram": 1.0, "grams": 1.0, "mg": 0.001, "milligram": 0.001, "milligrams": 0.001}
+_MMOL = {"mmol": 1.0, "millimole": 1.0, "millimoles": 1.0}
+_MEQ = {"meq": 1.0, "milliequivalent": 1.0, "milliequivalents": 1.0}
+_UG = {"ug": 1.0, "mcg": 1.0, "µg": 1.0, "μg": 1.0, "microgram": 1.0, "micrograms": 1.0, "mg": 1000.0}
+
+
+@dataclass(frozen=True)
+class MagnesiumDose:
+    """One administration of a drafted magnesium order, in magnesium mmol (and sulfate grams when sulfate)."""
+
+    mmol: float
+    sulfate_g: float | None  # only for magnesium sulfate
+    explanation: str  # the conversion written out
+
+
+def _unit(dose: Dose) -> str:
+    return dose.unit.strip().lower().replace("{", "").replace("}", "")
+
+
+def magnesium_dose(m: MedicationUse, k: Knowledge) -> MagnesiumDose | None:
+    """Convert the drafted dose to mmol of magnesium; None when the unit or salt does not allow it."""
+    if m.dose is None:
+        return None
+    unit = _unit(m.dose)
+    v = m.dose.value
+    mmol_per_g = float(k.threshold("mgso4_mmol_per_g").value)
+    meq_per_g = float(k.threshold("mgso4_meq_per_g").value)
+    sulfate = m.has_ingredient("magnesium sulfate")
+    if unit in _MMOL:
+        mmol = v * _MMOL[unit]
+        g = mmol / mmol_per_g if sulfate else None
+        return MagnesiumDose(mmol, g, f"{v:g} mmol Mg" + (f" = {g:.2f} g magnesium sulfate (÷ {mmol_per_g} mmol/g)" if g is not None else ""))
+    if unit in _MEQ:
+        mmol = v / 2.0  # Mg2+: 2 mEq per mmol
+        g = v / meq_per_g if sulfate else None
+        return MagnesiumDose(mmol, g, f"{v:g} mEq Mg = {mmol:.2f} mmol (÷ 2, valence 2)" + (f" = {g:.2f} g magnesium sulfate (÷ {meq_per_g} mEq/g)" if g is not None else ""))
+    if unit in _MASS_G:
+        grams = v * _MASS_G[unit]
+        if sulfate:
+            mmol = grams * mmol_per_g
+            return MagnesiumDose(mmol, grams, f"{v:g} {m.dose.unit} magnesium sulfate = {grams:g} g x {mmol_per_g} mmol/g = {mmol:.1f} mmol Mg")
+        if m.has_ingredient("magnesium oxide") and len(m.ingredients) == 1:
+            molar = float(k.threshold("magnesium_oxide_molar_mass").value)
+            mmol = grams * 1000.0 / molar
+            return MagnesiumDose(mmol, None, f"{v:g} {m.dose.unit} magnesium oxide / {molar} mg/mmol = {mmol:.1f} mmol Mg")
+    return None
+
+
+def micrograms(dose: Dose | None) -> float | None:
+    if dose is None:
+        return None
+    f = _UG.get(_unit(dose))
+    return None if f is None else dose.value * f
+
+
+_PER_DAY = [
+    (r"\b(q\.?i\.?d|four times (a|per) day|4 ?x ?(daily|a day))\b", 4),
+    (r"\b(t\.?i\.?d|three times (a|per) day|3 ?x ?(daily|a day))\b", 3),
+    (r"\b(b\.?i\.?d|twice (a |per )?day|twice daily|2 ?x ?(daily|a day))\b", 2),
+    (r"\b(once (a |per )?day|once daily|daily|q\.?d|every day|nightly|at night|at bedtime|qhs|nocte)\b", 1),
+]
+
+
+def administrations_per_48h(timing: str | None) -> float | None:
+    """How many doses in 48 h the dosage text states (q6h -> 8, bid -> 4, daily -> 2, once/stat -> 1); None if unclear."""
+    if not timing:
+        return None
+    text = timing.lower()
+    if re.search(r"\b(once only|single dose|one dose|stat|once)\b", text) and not re.search(r"once (a|per|daily)", text):
+        return 1.0
+    m = re.search(r"\b(?:every|q)\s*(\d+(?:\.\d+)?)\s*(?:h|hr|hrs|hour|hours)\b", text)
+    if m and float(m.group(1)) > 0:
+        return 48.0 / float(m.group(1))
+    for pattern, per_day in _PER_DAY:
+        if re.search(pattern, text):
+            return per_day * 2.0
+    return None

@@ -1,0 +1,124 @@
+"""Writer hardening: an outage never reaches the response and is counted; nothing lost on a normal exit; retention."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from click.testing import CliRunner
+from sqlalchemy import func, select
+from sqlalchemy.orm import sessionmaker
+
+from cds_service.audit.schema import CardRow, FeedbackRow, InvocationRow
+from cds_service.audit.store import AuditStore, make_engine
+from cds_service.cli import main
+
+from .helpers import PATIENT_VIEW, card, feedback_rows, invocation, patient_view_body, rows
+
+REPO = Path(__file__).resolve().parents[2]
+DOWN = "postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1"  # nothing listens on port 1
+
+
+def test_store_outage_is_counted_and_the_hook_still_answers(app_factory):
+    app = app_factory()
+    store = app.extensions["cds"].store
+    store.retry_delays = (0.01,)
+    store.sessions = sessionmaker(make_engine(DOWN))  # the database goes away after start-up
+    resp = app.test_client().post(f"/cds-services/{PATIENT_VIEW}", json=patient_view_body("hi-outage"))
+    assert resp.status_code == 200 and resp.get_json()["cards"]
+    assert store.flush()
+    stats = store.stats()
+    assert (stats["written"], stats["failed"], stats["dropped"], stats["queued"]) == (0, 1, 0, 0)
+    assert stats["lastError"] and "OperationalError" in stats["lastError"]
+    ready = app.test_client().get("/readyz").get_json()
+    assert ready["checks"]["auditWriter"]["failed"] == 1
+
+
+def test_a_full_queue_drops_and_counts_but_never_blocks(sqlite_url):
+    import threading
+    import time
+
+    store = AuditStore(sqlite_url, queue_size=1)
+    entered, release = threading.Event(), threading.Event()
+    real_insert = store._insert
+
+    def slow_insert(inv):  # the database stalls on the first write
+        entered.set()
+        release.wait(10)
+        real_insert(inv)
+
+    store._insert = slow_insert
+    store.record_invocation(invocation("hi-1"))
+    assert entered.wait(5)
+    store.record_invocation(invocation("hi-2"))  # fills the queue (size 1)
+    t0 = time.monotonic()
+    store.record_invocation(invocation("hi-3"))  # no room: dropped and counted, immediately
+    assert time.monotonic() - t0 < 0.5
+    release.set()
+    assert [r.hook_instance for r in rows(store)] == ["hi-1", "hi-2"]
+    assert (store.stats()["written"], store.stats()["dropped"]) == (2, 1)
+    assert store.stats()["lastError"] == "audit queue full"
+    store.close()
+
+
+def test_in_memory_sqlite_store_writes_from_its_background_thread():
+    store = AuditStore("sqlite://")
+    store.record_invocation(invocation("hi-mem", cards=[card("c-mem", "hypomagnesemia")]))
+    assert [r.hook_instance for r in rows(store)] == ["hi-mem"]
+    assert store.stats()["failed"] == 0
+    store.close()
+
+
+def test_queued_records_are_written_on_a_normal_exit(tmp_path):
+    url = f"sqlite:///{tmp_path}/exit.sqlite3"
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(REPO / 'tests')!r})
+        from audit.helpers import invocation
+        from cds_service.audit.store import AuditStore
+        store = AuditStore({url!r})
+        for i in range(400):
+            store.record_invocation(invocation(f"exit-{{i}}"))
+        # no flush(), no close(): the interpreter exits with records still queued
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=REPO, timeout=120)
+    store = AuditStore(url, background=False)
+    with store.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(InvocationRow)) == 400
+    store.close()
+
+
+def test_purge_removes_old_invocations_cards_and_feedback(sqlite_url):
+    now = datetime.now(timezone.utc)
+    store = AuditStore(sqlite_url, background=False)
+    store.record_invocation(invocation("old", received_at=now - timedelta(days=40), cards=[card("c-old", "hypomagnesemia")]))
+    store.record_invocation(invocation("new", received_at=now - timedelta(days=2), cards=[card("c-new", "hypomagnesemia")]))
+    store.record_feedback(PATIENT_VIEW, [{"card": "c-new", "outcome": "accepted", "outcomeTimestamp": "2026-11-25T12:00:00Z"}])
+    with store.sessions.begin() as s:  # feedback received long ago for the old card
+        s.add(FeedbackRow(service_id=PATIENT_VIEW, card_uuid="c-old", outcome="accepted", outcome_timestamp="x",
+                          accepted_suggestions=[], unknown_card=False, received_at=now - timedelta(days=39)))
+    result = CliRunner().invoke(main, ["audit", "purge", "--older-than", "30", "--yes", "--database-url", sqlite_url])
+    assert result.exit_code == 0, result.output
+    assert "purged 1 invocation, 1 card, 1 feedback" in result.output
+    assert [r.hook_instance for r in rows(store)] == ["new"]
+    with store.sessions() as s:
+        assert [c.uuid for c in s.execute(select(CardRow)).scalars()] == ["c-new"]
+    assert [f.card_uuid for f in feedback_rows(store)] == ["c-new"]
+    store.close()
+
+
+def test_purge_uses_the_retention_setting(sqlite_url, monkeypatch):
+    store = AuditStore(sqlite_url, background=False)
+    now = datetime.now(timezone.utc)
+    store.record_invocation(invocation("a", received_at=now - timedelta(days=11)))
+    store.record_invocation(invocation("b", received_at=now - timedelta(days=9)))
+    monkeypatch.setenv("CDS_AUDIT_RETENTION_DAYS", "10")
+    result = CliRunner().invoke(main, ["audit", "purge", "--yes", "--database-url", sqlite_url])
+    assert result.exit_code == 0, result.output
+    assert [r.hook_instance for r in rows(store)] == ["b"]
+    monkeypatch.setenv("CDS_AUDIT_RETENTION_DAYS", "0")
+    result = CliRunner().invoke(main, ["audit", "purge", "--yes", "--database-url", sqlite_url])
+    assert "keep forever" in result.output and [r.hook_instance for r in rows(store)] == ["b"]
+    store.close()

@@ -1,0 +1,57 @@
+"""Shared pytest fixtures: app/client/runner (Flask tutorial style), a fixed clock, the knowledge."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from helpers.env import FIXED_NOW, fhir_base_url  # noqa: F401  (fhir_base_url re-exported)
+
+from cds_service import create_app
+from cds_service.knowledge import load_knowledge
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def knowledge():
+    return load_knowledge()
+
+
+@pytest.fixture
+def now():
+    return FIXED_NOW
+
+
+@pytest.fixture
+def app_factory(tmp_path):
+    """Build an app with overrides; each app gets its own SQLite audit file."""
+    made = []
+
+    def make(**overrides):
+        config = {"database_url": f"sqlite:///{tmp_path}/audit-{len(made)}.sqlite3", "CLOCK": lambda: FIXED_NOW,
+                  "auth_mode": "off", "allow_http_fhir": True}
+        config.update(overrides)
+        app = create_app(config)
+        app.config["TESTING"] = True
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        app.extensions["cds"].store.close()
+
+
+@pytest.fixture
+def app(app_factory):
+    return app_factory()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()

@@ -1,0 +1,1 @@
+"""Small shared test utilities: FHIR resource builders and a recording FHIR stub server."""

@@ -1,0 +1,18 @@
+"""Test-wide constants and environment lookups (importable from any test module)."""
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+
+import pytest
+
+FIXED_NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)  # the fixtures' "today"
+
+
+def fhir_base_url() -> str:
+    """The FHIR server the integration suite talks to (CDS_TEST_FHIR_BASE)."""
+    base = os.environ.get("CDS_TEST_FHIR_BASE")
+    if not base:
+        pytest.fail("CDS_TEST_FHIR_BASE is not set: run the suite with `bash scripts/test.sh`, "
+                    "or point CDS_TEST_FHIR_BASE at a FHIR R4 server (e.g. a HAPI sandbox)")
+    return base.rstrip("/")

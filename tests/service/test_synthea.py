@@ -1,0 +1,166 @@
+"""Generated sample patients (Synthea, ../shared/data/synthea-r4/, read in place, never copied): data the service was not
+written for goes through every hook without an error or a parsing gap, and their medications resolve to the
+right ingredients."""
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from cds_service import create_app
+from cds_service.config import Settings
+from cds_service.definitions import load_definitions
+from cds_service.fixtures import HOOKS, SERVICE_FOR_HOOK, prefetch_for, stored_resources
+from cds_service.knowledge import RXNORM, load_knowledge
+from cds_service.record.builder import RecordBuilder, ResolvedData
+from cds_service.record.dates import parse_fhir_datetime
+from helpers.env import FIXED_NOW
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _synthea_dir() -> Path:
+    """CDS_SYNTHEA_DIR, else shared/ beside the repository (as CI lays it out), else /work/shared."""
+    for candidate in (os.environ.get("CDS_SYNTHEA_DIR"), REPO.parent / "shared" / "data" / "synthea-r4",
+                      Path("/work/shared/data/synthea-r4")):
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return REPO.parent / "shared" / "data" / "synthea-r4"
+
+
+SYNTHEA = _synthea_dir()
+FILES = sorted(SYNTHEA.glob("*.json"))
+# RxNorm clinical-drug codes in these patients -> the knowledge ingredients they must resolve to.
+# Every other medication code in the files must resolve to nothing (none is a drug the rules care about).
+EXPECTED_INGREDIENTS = {
+    "1719286": {"furosemide"},  # 10 ML Furosemide 10 MG/ML Injection
+    "315971": {"furosemide"},  # "Lasix 40mg"
+    "316049": {"hydrochlorothiazide"},  # Hydrochlorothiazide 25 MG
+    "316052": {"hydrochlorothiazide"},  # Hydrochlorothiazide 6.25 MG
+    "1736854": {"cisplatin"},  # Cisplatin 50 MG Injection
+    "835900": {"cyclosporine"},  # cycloSPORINE 50 MG Oral Capsule
+    "197604": set(),  # Digoxin 0.125 MG Oral Tablet: not a magnesium drug
+}
+
+
+@lru_cache(maxsize=1)
+def _knowledge():
+    return load_knowledge()
+
+
+def _known_data_issue(line: str) -> bool:
+    """The one gap these files cause by their content, not by our parsing: Synthea writes some eGFR (33914-3)
+    results with the unit "mL/min", which cannot be read as the indexed mL/min/1.73 m2 an eGFR is; the
+    service says so instead of guessing (reported to the record/knowledge owners)."""
+    return "(egfr)" in line and "cannot convert rate to rate_indexed" in line
+
+
+def _load(path: Path) -> tuple[str, list[dict]]:
+    resources = stored_resources(json.loads(path.read_text(encoding="utf-8")))
+    patient = next(r for r in resources if r["resourceType"] == "Patient")
+    return patient["id"], resources
+
+
+def _clock_for(resources: list[dict]) -> datetime:
+    """The day after the patient's last Observation the service reads, so that their labs fall inside the lookback."""
+    read = _knowledge().loinc_to_analyte
+    dates = [parse_fhir_datetime(r.get("effectiveDateTime")) for r in resources
+             if r["resourceType"] == "Observation" and any(c.get("code") in read for c in r["code"].get("coding", []))]
+    return max(d for d in dates if d is not None) + timedelta(days=1)
+
+
+def _drafts(resources: list[dict]) -> dict:
+    """Their active MedicationRequests re-drafted (an EHR pending the same orders)."""
+    entries = [{"resource": dict(r, status="draft")} for r in resources
+               if r["resourceType"] == "MedicationRequest" and r.get("status") == "active"]
+    return {"resourceType": "Bundle", "type": "collection", "entry": entries}
+
+
+def test_the_sample_patients_are_there():
+    assert len(FILES) == 16, f"expected the 16 Synthea patients in {SYNTHEA}"
+
+
+@pytest.fixture(scope="module")
+def clock():
+    return {"now": FIXED_NOW}
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, clock):
+    db = tmp_path_factory.mktemp("synthea") / "audit.sqlite3"
+    application = create_app({"database_url": f"sqlite:///{db}", "CLOCK": lambda: clock["now"], "auth_mode": "off",
+                              "allow_http_fhir": True})
+    application.config["TESTING"] = True
+    yield application
+    application.extensions["cds"].store.close()
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name.split("_")[0] + "_" + p.name.split("_")[1])
+@pytest.mark.parametrize("as_of", ["their-last-visit", "fixtures-today"])
+def test_every_hook_answers_without_parsing_gaps(app, client, clock, path, as_of):
+    patient_id, resources = _load(path)
+    now = _clock_for(resources) if as_of == "their-last-visit" else FIXED_NOW
+    clock["now"] = now
+    catalog = app.extensions["cds"].catalog
+    drafts = _drafts(resources)
+    read_labs = 0
+    for hook in HOOKS:
+        service = catalog.get(SERVICE_FOR_HOOK[hook])
+        context: dict = {"userId": "Practitioner/example-clinician", "patientId": patient_id}
+        if hook != "patient-view":
+            context["draftOrders"] = drafts
+        if hook == "order-select":
+            context["selections"] = [f"MedicationRequest/{e['resource']['id']}" for e in drafts["entry"]]
+        body = {"hookInstance": f"synthea-{patient_id}-{hook}-{as_of}", "hook": hook, "context": context,
+                "prefetch": prefetch_for(service, catalog, resources, context, now)}
+        read_labs += len(body["prefetch"]["observations"]["entry"])
+        resp = client.post(f"/cds-services/{service.id}", json=body)
+        assert resp.status_code == 200, resp.get_json()
+        cards = resp.get_json()["cards"]
+        gap_lines = [line[2:] for c in cards if c["source"]["topic"]["code"] == "data-gaps"
+                     for line in c["detail"].splitlines() if line.startswith("- ")]
+        assert [g for g in gap_lines if not _known_data_issue(g)] == []
+    if as_of == "their-last-visit":
+        assert read_labs > 0, "the lookback at their last visit should include some of their labs"
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name.split("_")[0] + "_" + p.name.split("_")[1])
+def test_medications_resolve_to_the_right_ingredients(path):
+    knowledge = _knowledge()
+    catalog = load_definitions(Settings().hooks_dir, knowledge)
+    patient_id, resources = _load(path)
+    now = _clock_for(resources)
+    service = catalog.get("magnesium-patient-view")
+    context = {"userId": "Practitioner/example-clinician", "patientId": patient_id}
+    values = prefetch_for(service, catalog, resources, context, now, honour_filters=False)
+    data = ResolvedData(values=values, key_types={k: p.resource_type for k, p in service.prefetch.items()})
+    every_order = {"resourceType": "Bundle", "entry": [{"resource": r} for r in resources if r["resourceType"] == "MedicationRequest"]}
+    # every MedicationRequest read as a draft (any status), to see how each one resolves
+    record = RecordBuilder(knowledge, now).build(patient_id, data, draft_orders=every_order)
+    unexpected = [g.what for g in record.gaps if not _known_data_issue(g.what)]
+    assert unexpected == []
+    assert len(record.draft_medications) == every_order["entry"].__len__()
+    for use, entry in zip(record.draft_medications, every_order["entry"]):
+        code = next(c["code"] for c in entry["resource"]["medicationCodeableConcept"]["coding"] if c["system"] == RXNORM)
+        got = {m.ingredient for m in use.ingredients}
+        assert got == EXPECTED_INGREDIENTS.get(code, set()), f"{code} {use.label!r} resolved to {got}"
+        if code in EXPECTED_INGREDIENTS and got:
+            assert all(m.matched_by == "rxnorm-clinical-drug" for m in use.ingredients), use.ingredients
+    # what the rules see as active (no drafts this time): only the active orders, never the stopped ones
+    plain = RecordBuilder(knowledge, now).build(patient_id, data)
+    active_ids = {r["id"] for r in resources if r["resourceType"] == "MedicationRequest" and r["status"] == "active"}
+    assert {m.source.id for m in plain.medications} == active_ids
+
+
+def test_the_expected_codes_occur_in_the_sample_patients():
+    """Guards the table above against going stale: each code it names is in the data."""
+    seen = set()
+    for path in FILES:
+        for r in stored_resources(json.loads(path.read_text(encoding="utf-8"))):
+            if r["resourceType"] == "MedicationRequest":
+                seen.update(c["code"] for c in r["medicationCodeableConcept"]["coding"])
+    assert set(EXPECTED_INGREDIENTS) <= seen
