@@ -50,14 +50,15 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["cds"] = Services(settings, knowledge, catalog, engine, store)
 
-    from .api import errors, health, hooks
+    from . import auth
+    from .api import audit_pages, errors, health, hooks, openapi
 
     errors.init_app(app)
     app.register_blueprint(hooks.bp)
     app.register_blueprint(health.bp)
-    __import__("cds_service.api.audit_pages", fromlist=["register"]).register(app)  # /audit/ when CDS_AUDIT_UI
-    app.register_blueprint(__import__("cds_service.api.openapi", fromlist=["bp"]).bp)
-    __import__("cds_service.auth", fromlist=["init_app"]).init_app(app)
+    app.register_blueprint(openapi.bp)
+    audit_pages.register(app)  # /audit/ only when CDS_AUDIT_UI
+    auth.init_app(app)
     if settings.cors_origins:
         from flask_cors import CORS
 

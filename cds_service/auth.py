@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import jwt
 import requests
@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy.exc import SQLAlchemyError
 
 from .config import Settings
-from .errors import CDSError, ConfigurationError, Unauthorized
+from .errors import AuthUnavailable, ConfigurationError, MissingToken, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +35,6 @@ MAX_JWKS_BYTES = 256 * 1024
 FAILED_FETCH_BACKOFF_SECONDS = 5.0
 # Endpoints any caller may reach: liveness, readiness, the API description.
 PUBLIC_BLUEPRINTS = frozenset({"health", "openapi"})
-
-
-class MissingToken(Unauthorized):
-    """401 without a token: per RFC 6750 the challenge carries no error code."""
-
-    def headers(self) -> dict[str, str]:
-        return {"WWW-Authenticate": 'Bearer realm="cds-services"'}
-
-
-class AuthUnavailable(CDSError):
-    """503: the replay cache (service database) cannot be consulted, so no token is accepted."""
-
-    status = 503
-    code = "auth-unavailable"
-    fhir_code = "transient"
 
 
 # ---------------------------------------------------------------------- trusted issuers file
@@ -334,10 +319,17 @@ class ClientAuthenticator:
 
 # ---------------------------------------------------------------------- Flask wiring
 def endpoint_url(settings: Settings) -> str:
-    """The `aud` a client must use: CDS_PUBLIC_BASE_URL + path, else this request's URL without query."""
+    """The `aud` a client must use: CDS_PUBLIC_BASE_URL + path, else this request's URL, both without query.
+
+    The path is the one the client sent (RAW_URI/REQUEST_URI, percent-encoding kept), so the comparison is exact.
+    """
+    raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI")
+    path = raw.split("?", 1)[0] if raw else quote(request.script_root + request.path, safe="/:@!$&'()*+,;=-._~")
+    if path.startswith(("http://", "https://")):  # absolute-form request target
+        path = "/" + path.split("/", 3)[3] if path.count("/") >= 3 else "/"
     if settings.public_base_url:
-        return settings.public_base_url.rstrip("/") + request.path
-    return request.base_url
+        return settings.public_base_url.rstrip("/") + path[len(request.script_root):]
+    return request.host_url.rstrip("/") + path
 
 
 def bearer_token() -> str | None:
@@ -371,6 +363,9 @@ def init_app(app: Flask) -> None:
     authenticator = ClientAuthenticator(settings, issuers, services.store)
     app.extensions["cds_auth"] = authenticator
     log.info("client authentication %s: %d trusted issuer(s)", settings.auth_mode, len(issuers))
+    if not settings.public_base_url:
+        log.warning("CDS_PUBLIC_BASE_URL is not set: the JWT aud check uses the request's Host header; "
+                    "set it in production so a token meant for another service cannot be used here")
 
     @app.before_request
     def _authenticate() -> None:

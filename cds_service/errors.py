@@ -77,6 +77,21 @@ class Unauthorized(CDSError):
         return {"WWW-Authenticate": 'Bearer realm="cds-services", error="invalid_token"'}
 
 
+class MissingToken(Unauthorized):
+    """401 without a token: per RFC 6750 the challenge carries no error code."""
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="cds-services"'}
+
+
+class AuthUnavailable(CDSError):
+    """503: the replay cache (service database) cannot be consulted, so no token is accepted."""
+
+    status = 503
+    code = "auth-unavailable"
+    fhir_code = "transient"
+
+
 class Forbidden(CDSError):
     status = 403
     code = "forbidden"

@@ -67,6 +67,8 @@ def read_json(request: Request, max_bytes: int, max_depth: int) -> Any:
     if length is not None and length > max_bytes:
         raise PayloadTooLarge(f"request body is {length} bytes; the limit is {max_bytes}")
     raw = request.stream.read(max_bytes + 1)
+    if len(raw) >= max_bytes and request.stream.read(1):  # werkzeug stops a chunked body at the limit silently
+        raise PayloadTooLarge(f"request body exceeds the limit of {max_bytes} bytes")
     if len(raw) > max_bytes:
         raise PayloadTooLarge(f"request body exceeds the limit of {max_bytes} bytes")
     try:

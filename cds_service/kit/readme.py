@@ -9,7 +9,6 @@ import inspect
 import re
 import sys
 from dataclasses import MISSING, fields
-from pathlib import Path
 
 from ..config import ENV_PREFIX, REPO_DIR, Settings
 

@@ -124,7 +124,6 @@ def order_potassium_without_magnesium(ctx: RuleContext) -> Finding | None:
         return None
     if state == "unmeasured" and drafted_test(ctx, analyte_codes(ctx, "magnesium")):
         return None
-    names = ", ".join(m.label for m in drafts)
     lines = ["Drafted potassium replacement:", ""] + [med_line(ctx, m, with_class=False) for m in drafts] + [""]
     facts: list[dict] = [m.to_fact() for m in drafts]
     k_latest = ctx.record.latest("potassium")
@@ -179,7 +178,9 @@ def order_magnesium_renal(ctx: RuleContext) -> Finding | None:
     exceeded: list[str] = []
     lines = [f"Creatinine clearance is below {limit:g} mL/min:", "", derived_line(crcl, "creatinine clearance", 0), "",
              f"Ceiling in severe renal insufficiency: **{ceiling_g:g} g magnesium sulfate per 48 h** "
-             f"(= {ceiling_mmol:.1f} mmol Mg at {ctx.threshold('mgso4_mmol_per_g'):g} mmol/g).", "", "Drafted magnesium:"]
+             f"(= {ceiling_mmol:.1f} mmol Mg at {ctx.threshold('mgso4_mmol_per_g'):g} mmol/g). The label sets it for "
+             "parenteral magnesium sulfate; it is applied here as the upper bound for magnesium by any route, and "
+             "below this clearance the guidance advises against aggressive replacement of any kind.", "", "Drafted magnesium:"]
     for m in drafts:
         lines.append(med_line(ctx, m, with_class=False))
         d = magnesium_dose(m, ctx.knowledge)
@@ -203,8 +204,11 @@ def order_magnesium_renal(ctx: RuleContext) -> Finding | None:
     if exceeded:
         lines[0:0] = ["**The drafted dose exceeds the renal ceiling:** " + "; ".join(exceeded), ""]
         summary = f"Drafted magnesium exceeds {ceiling_g:g} g MgSO4/48 h with creatinine clearance {crcl.value:.0f} mL/min"
-    else:
+    elif all(m.route in ("intravenous", "subcutaneous", "intramuscular") for m in drafts):
         summary = f"Creatinine clearance {crcl.value:.0f} mL/min: drafted magnesium limited to {ceiling_g:g} g MgSO4 per 48 h"
+    else:
+        summary = (f"Creatinine clearance {crcl.value:.0f} mL/min: no aggressive magnesium replacement; "
+                   f"at most {ceiling_mmol:.0f} mmol Mg per 48 h, frequent levels")
     return Finding(rule="order-magnesium-renal", indicator="critical" if exceeded else "warning", summary=summary,
                    detail="\n".join(lines), facts=(crcl.to_fact(),) + tuple(m.to_fact() for m in drafts),
                    source="fda-mgso4-label", override_reasons=GENERAL_OVERRIDES)
