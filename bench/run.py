@@ -25,17 +25,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip", action="append", default=[], choices=["http", "noprefetch"], help="leave a section out")
     p.add_argument("--sizes", default=None, help="comma-separated Observation counts for section 1 (default 10,100,1000,5000)")
     p.add_argument("--seconds", type=float, default=10.0, help="seconds per concurrency level in section 2")
-    p.add_argument("--gc-freeze", action="store_true",
-                   help="what-if for section 1 only: gc.freeze() after start-up (not what the service does today)")
     p.add_argument("--before", type=Path, default=None, help="a results.json of an earlier run to show as 'before'")
     args = p.parse_args(argv)
     notes = [" ".join(f"{x:.2f}" for x in os.getloadavg())]
     sizes = tuple(int(x) for x in args.sizes.split(",")) if args.sizes else ((10, 100) if args.quick else scaling.SIZES)
 
     print(f"1. scaling {sizes} ...", file=sys.stderr)
-    rows = scaling.measure(sizes, quick=args.quick, gc_freeze=args.gc_freeze)
-    if args.gc_freeze:
-        notes.append("Section 1 ran with gc.freeze() after start-up (--gc-freeze what-if): the service does not do this today.")
+    rows = scaling.measure(sizes, quick=args.quick)
     http = nopf = None
     if "http" not in args.skip:
         print("2+4. HTTP under gunicorn, start-up, memory ...", file=sys.stderr)

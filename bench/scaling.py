@@ -71,14 +71,14 @@ def runs_for(n: int, quick: bool) -> int:
     return {10: 400, 100: 300, 1000: 100, 5000: 30}.get(n, 50)
 
 
-def measure(sizes: tuple[int, ...] = SIZES, quick: bool = False, gc_freeze: bool = False) -> list[ScalingRow]:
-    """``gc_freeze``: what-if experiment, gc.freeze() after start-up (the service itself does not do this)."""
+def measure(sizes: tuple[int, ...] = SIZES, quick: bool = False) -> list[ScalingRow]:
+    """Median/p99 per size, with the app's heap settled after start-up exactly as ``cds-service serve`` does."""
+    from cds_service.app import settle_heap
+
     rows = []
     with tempfile.TemporaryDirectory(prefix="cds-bench-") as tmp:
         app = make_app(Path(tmp))
-        if gc_freeze:
-            gc.collect()
-            gc.freeze()
+        settle_heap()
         store = app.extensions["cds"].store
         client = app.test_client()
         for n in sizes:
@@ -100,8 +100,6 @@ def measure(sizes: tuple[int, ...] = SIZES, quick: bool = False, gc_freeze: bool
                 store.flush()
             handle, writes = [], []
             gc.collect()
-            if gc_freeze:
-                gc.freeze()
             for _ in range(runs):
                 t0 = time.perf_counter()
                 call()
@@ -110,8 +108,6 @@ def measure(sizes: tuple[int, ...] = SIZES, quick: bool = False, gc_freeze: bool
                 writes.append((time.perf_counter() - t1) * 1000)
                 handle.append((t1 - t0) * 1000)
             loads = _timed(lambda: json.loads(body), max(runs, 5))
-            if gc_freeze:
-                gc.unfreeze()
             med, lmed = statistics.median(handle), statistics.median(loads)
             rows.append(ScalingRow(n, resources, len(body), runs, med, percentile(handle, 99), lmed, med / lmed,
                                    med * 1000 / n, statistics.median(writes), cards))

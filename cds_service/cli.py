@@ -40,7 +40,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
 
     settings = Settings.from_env(host=host, port=port, workers=workers,
                                  auth_mode=None if "CDS_AUTH_MODE" in environ else "required")
-    from .app import create_app
+    from .app import create_app, settle_heap
 
     class _App(BaseApplication):
         def load_config(self) -> None:
@@ -55,7 +55,9 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
             self.cfg.set("access_log_format", '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms')
 
         def load(self) -> Any:
-            return create_app({"SETTINGS": settings})
+            app = create_app({"SETTINGS": settings})
+            settle_heap()
+            return app
 
     _App().run()
 

@@ -64,7 +64,6 @@ class Settings:
     public_base_url: str = ""
     # HTTP hardening.
     max_body_bytes: int = 5 * 1024 * 1024
-    max_json_depth: int = 64
     cors_origins: tuple[str, ...] = ()
     # Audit web pages under /audit/.
     audit_ui: bool = False

@@ -33,7 +33,7 @@ def call_service(service_id: str):
     g.cds_started = time.monotonic()
     body = None
     try:
-        body = read_json(request, s.settings.max_body_bytes, s.settings.max_json_depth)
+        body = read_json(request, s.settings.max_body_bytes)
         response = s.engine.handle(service_id, body, inv)
     except CDSError as exc:
         inv.status, inv.error_code, inv.error = exc.status, exc.code, exc.message
@@ -107,7 +107,7 @@ def feedback(service_id: str):
     s = services()
     if s.catalog.get(service_id) is None:
         raise UnknownService(f"no CDS service with id {service_id!r}")
-    body = read_json(request, s.settings.max_body_bytes, s.settings.max_json_depth)
+    body = read_json(request, s.settings.max_body_bytes)
     items = parse_feedback(body)
     results = s.store.record_feedback(service_id, items)
     return jsonify({"feedback": results})

@@ -38,7 +38,6 @@ MEANINGS = {
     "jwks_timeout_seconds": "Timeout for fetching an issuer's JWK Set.",
     "public_base_url": "The service's public base URL, used for the JWT `aud` check behind a proxy or load balancer (empty = the request's own URL).",
     "max_body_bytes": "Largest request body accepted (413 above).",
-    "max_json_depth": "Deepest JSON nesting accepted (400 above).",
     "cors_origins": "Comma-separated browser origins allowed by CORS (e.g. the CDS Hooks sandbox); empty = no CORS headers.",
     "audit_ui": "Serve the audit web pages under `/audit/`.",
     "strict_validation": "Validate every prefetch resource with the full fhir.resources R4B models (slow; the lean models are always used).",

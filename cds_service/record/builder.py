@@ -178,6 +178,8 @@ class RecordBuilder:
 
     def _parse_observation(self, rec: PatientRecord, raw: dict, key: str | None) -> lean.ObservationFacts | None:
         """An Observation's facts: straight from clean JSON, else through the tolerant model (same outcome)."""
+        if self._plainly_unread(raw, rec.patient_id):
+            return None
         try:
             facts = lean.observation_facts(raw)
         except Exception:
@@ -190,6 +192,31 @@ class RecordBuilder:
             log.warning("ignored %s in %s: belongs to another patient", label, key)
             return None
         return facts
+
+    def _plainly_unread(self, raw: dict, patient_id: str) -> bool:
+        """A well-formed Observation of this patient that no rule reads (status that never counts, or no code
+        of ours): skipped before any validation. Anything odd goes down the full path, which notes problems."""
+        status, code, subject = raw.get("status"), raw.get("code"), raw.get("subject")
+        if type(status) is not str or type(code) is not dict:
+            return False
+        if subject is not None and not (type(subject) is dict and type(subject.get("reference")) in (str, type(None))
+                                        and _same_reference(subject.get("reference"), patient_id)):
+            return False
+        if status.strip() not in OBSERVATION_OK:
+            return True
+        coding = code.get("coding")
+        if type(coding) is not list:
+            return False
+        analytes = self.k.loinc_to_analyte
+        for c in coding:
+            if type(c) is not dict:
+                return False
+            value, system = c.get("code"), c.get("system")
+            if type(value) is not str or type(system) not in (str, type(None)):
+                return False
+            if value.strip() in analytes and (system is None or system.strip() in (LOINC, "")):
+                return False
+        return True
 
     @staticmethod
     def _same_patient(model: lean.Lean, patient_id: str) -> bool:

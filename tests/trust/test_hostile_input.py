@@ -52,8 +52,9 @@ def test_too_many_values_within_the_byte_limit(small_app):
     outcome(post_raw(small_app.test_client(), SERVICE, raw), 413, "payload-too-large")
 
 
-@pytest.mark.parametrize("depth", [65, 1_000, 100_000])
+@pytest.mark.parametrize("depth", [1_025, 5_000, 100_000])
 def test_deep_nesting_is_refused(client, depth):
+    """Nesting is capped at the parser's 1,024 levels (body.MAX_DEPTH)."""
     raw = b'{"a":' * depth + b"1" + b"}" * depth
     started = time.monotonic()
     body = outcome(post_raw(client, SERVICE, raw), 400, "malformed-json")
@@ -66,6 +67,13 @@ def test_deep_arrays_of_several_megabytes_are_refused_quickly(client):
     started = time.monotonic()
     outcome(post_raw(client, SERVICE, raw), 400, "malformed-json")
     assert time.monotonic() - started < 3.0
+
+
+def test_nesting_up_to_the_limit_is_read(client, patient_view_body):
+    patient_view_body["context"]["deep"] = "DEEP"
+    raw = json.dumps(patient_view_body).encode().replace(b'"DEEP"', b'{"a":' * 1_000 + b"1" + b"}" * 1_000)
+    resp = post_raw(client, SERVICE, raw)
+    assert resp.status_code == 200, resp.get_json()
 
 
 def test_brackets_inside_strings_do_not_count_as_depth(client, patient_view_body):
