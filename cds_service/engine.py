@@ -25,6 +25,7 @@ from .rules import RULES
 from .rules.base import Finding, Rule, RuleContext
 
 log = logging.getLogger(__name__)
+MEDICATION_TYPES = frozenset({"MedicationRequest", "MedicationStatement", "Medication"})
 
 
 @dataclass
@@ -55,6 +56,8 @@ class Invocation:
     prefetch: dict[str, str] = field(default_factory=dict)  # key -> prefetched|fetched|unavailable
     fetch_ms: dict[str, float] = field(default_factory=dict)
     client: str | None = None  # the verified JWT issuer (+ sub, tenant); never the token
+    # the built record; serialised to record_snapshot by the audit writer, off the response path
+    record: PatientRecord | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -150,7 +153,7 @@ class Engine:
             extra_medications=data.values.pop("__medications__", None) or (),
         )
         response, _ = self.decide(record, req.hook, req.hook_instance, now, invocation)
-        invocation.record_snapshot = snapshot(record)
+        invocation.record = record
         return response
 
     def decide(self, record: PatientRecord, hook: str, hook_instance: str, now: datetime,
@@ -225,7 +228,7 @@ class Engine:
                 expression=[f"prefetch.{k}" for k in missing_required],
             )
         # medicationReference to Medication resources not in hand: fetch them too (same deadline)
-        extra = self._fetch_referenced_medications(values, req, started)
+        extra = self._fetch_referenced_medications(service, values, req, started)
         if extra:
             values["__medications__"] = extra
         return ResolvedData(values=values, unavailable=unavailable, key_types=key_types, notes=notes)
@@ -241,10 +244,15 @@ class Engine:
             return "fhirServer is not on the configured allowlist"
         return None
 
-    def _fetch_referenced_medications(self, values: dict[str, Any], req: HookRequest, started: float) -> list[dict]:
+    def _fetch_referenced_medications(self, service: ServiceDefinition, values: dict[str, Any], req: HookRequest,
+                                      started: float) -> list[dict]:
+        """Medication resources that medication keys or draft orders reference but nobody sent: fetched too."""
+        if self._server_problem(req.fhir_server):
+            return []
         have: set[str] = set()
         wanted: set[str] = set()
-        sources = list(values.values()) + [req.context.get("draftOrders")]
+        medication_keys = [k for k, p in service.prefetch.items() if p.resource_type in MEDICATION_TYPES]
+        sources = [values.get(k) for k in medication_keys] + [req.context.get("draftOrders")]
         for value in sources:
             for res, _ in iter_resources(value):
                 if not isinstance(res, dict):
@@ -257,7 +265,7 @@ class Engine:
                     if r.startswith("Medication/") or "/Medication/" in r:
                         wanted.add(r.split("/_history/")[0].rstrip("/").split("/")[-1])
         missing = sorted(wanted - have)
-        if not missing or self._server_problem(req.fhir_server):
+        if not missing:
             return []
         remaining = self.settings.fetch_deadline_seconds - (time.monotonic() - started)
         if remaining <= 0.05:

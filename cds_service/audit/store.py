@@ -13,7 +13,7 @@ import os
 import queue
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import fields
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from ..engine import Invocation
+from ..engine import Invocation, snapshot
 from ..errors import CDSError
 from .schema import CardRow, FeedbackRow, InvocationRow, SeenJti
 
@@ -321,7 +321,9 @@ def _cut(value: Any, n: int) -> str | None:
 
 def invocation_columns(inv: Invocation) -> dict[str, Any]:
     """The invocation as column values; strings cut to their column length (ids come from clients)."""
-    d = asdict(inv)
+    d = {f.name: getattr(inv, f.name) for f in fields(inv)}  # shallow: the invocation is not touched again
+    if d.get("record_snapshot") is None and inv.record is not None:
+        d["record_snapshot"] = snapshot(inv.record)
     out: dict[str, Any] = {}
     for name, col in InvocationRow.__table__.columns.items():
         if name not in d:

@@ -45,6 +45,8 @@ class Analyte(_Strict):
     molar_mass: float | None = None
     valence: int | None = None
     molar_ratio_factor: float | None = None
+    # units some systems send for this analyte that mean another unit (said in the knowledge file, with why)
+    unit_equivalents: dict[str, str] = Field(default_factory=dict)
     codes: list[CodeDef]
 
 

@@ -66,6 +66,7 @@ class RecordBuilder:
         self._ms_active = frozenset(knowledge.policy("medication_statement_active_statuses"))
         self._mr_active = frozenset(knowledge.policy("medication_request_active_statuses"))
         self._ingredients_seen: dict[tuple, tuple[IngredientMatch, ...]] = {}
+        self._factors: dict[tuple, tuple[str | None, float | None]] = {}
 
     # ------------------------------------------------------------------ entry point
     def build(
@@ -258,17 +259,12 @@ class RecordBuilder:
             rec.note_gap("date-future", f"{label} ({analyte}) is dated in the future ({when.date()}) and was ignored")
             return
         definition = self.k.model.analytes[analyte]
-        unit = self.k.unit(q.code if q.system == "http://unitsofmeasure.org" and q.code else (q.unit or q.code))
-        if unit is None:
-            unit = definition.canonical_unit if analyte in ("urine_ca_cr_ratio",) else None
-        if unit is None or not known_unit(unit):
-            rec.note_gap("unit-unknown", f"{label} ({analyte}) unit {q.unit or q.code!r} cannot be interpreted")
+        raw_unit = q.code if q.system == "http://unitsofmeasure.org" and q.code else (q.unit or q.code)
+        unit, factor = self._conversion(definition, raw_unit)
+        if factor is None:
+            rec.note_gap("unit-unknown", f"{label} ({analyte}) unit {raw_unit!r} cannot be interpreted")
             return
-        try:
-            value = convert(q.value, unit, definition)
-        except UnitError as exc:
-            rec.note_gap("unit-unknown", f"{label} ({analyte}): {exc}")
-            return
+        value = q.value * factor
         low = high = None
         for rr_low, rr_high in obs.ranges:
             low = self._range_value(rr_low, unit, definition)
@@ -301,11 +297,29 @@ class RecordBuilder:
     def _range_value(self, q: lean.QuantityFacts | None, value_unit: str, definition: Any) -> float | None:
         if q is None or q.value is None:
             return None
-        unit = self.k.unit(q.code or q.unit) or value_unit
-        try:
-            return convert(q.value, unit, definition) if known_unit(unit) else None
-        except UnitError:
-            return None
+        _, factor = self._conversion(definition, q.code or q.unit, default=value_unit)
+        return None if factor is None else q.value * factor
+
+    def _conversion(self, definition: Any, raw_unit: str | None, default: str | None = None) -> tuple[str | None, float | None]:
+        """(normalised unit, factor to the canonical unit) or (unit, None) when it cannot be converted.
+
+        Every conversion in units.py is a product, so one factor per (analyte, unit) is computed and cached."""
+        key = (definition.id, raw_unit, default)
+        hit = self._factors.get(key)
+        if hit is not None:
+            return hit
+        unit = self.k.unit(raw_unit) or default
+        if unit is None and definition.kind == "ratio":
+            unit = definition.canonical_unit
+        unit = definition.unit_equivalents.get(unit, unit) if unit else unit
+        factor: float | None = None
+        if unit is not None and known_unit(unit):
+            try:
+                factor = convert(1.0, unit, definition)
+            except UnitError:
+                factor = None
+        self._factors[key] = (unit, factor)
+        return unit, factor
 
     # ------------------------------------------------------------------ medications
     def _is_active(self, med: lean.MedicationRequest | lean.MedicationStatement) -> bool:
