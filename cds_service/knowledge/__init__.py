@@ -142,7 +142,9 @@ class Knowledge:
     model: KnowledgeModel
     clinical_drugs: dict[str, tuple[str, ...]]  # rxcui -> ingredient ids
     path: str
-    _name_patterns: list[tuple[re.Pattern[str], str]] = field(default_factory=list, repr=False)
+    # one alternation of every name (longest first, whole words) and name -> (rank, ingredient id)
+    _names_pattern: re.Pattern[str] | None = field(default=None, repr=False)
+    _name_index: dict[str, tuple[int, str]] = field(default_factory=dict, repr=False)
 
     # -- simple accessors -------------------------------------------------------------------
     @property
@@ -192,13 +194,10 @@ class Knowledge:
 
     def match_names(self, text: str) -> list[str]:
         """Ingredient ids whose name appears as a whole word in ``text`` (longest names first)."""
-        low = text.lower()
-        found: list[str] = []
-        for pattern, ingredient in self._name_patterns:
-            if ingredient not in found and pattern.search(low):
-                found.append(ingredient)
-        # "magnesium supplement" must not shadow a specific salt found in the same text
-        return found
+        if self._names_pattern is None:
+            return []
+        hits = {self._name_index[m.group(1)] for m in self._names_pattern.finditer(text.lower())}
+        return list(dict.fromkeys(ingredient for _, ingredient in sorted(hits)))
 
     def unit(self, raw: str | None) -> str | None:
         if raw is None:
@@ -244,10 +243,14 @@ def load_knowledge(path: str | Path | None = None) -> Knowledge:
         ((name, key) for key, ing in model.ingredients.items() for name in ing.names),
         key=lambda item: -len(item[0]),
     )
-    compiled = [(re.compile(r"(?<![a-z0-9])" + re.escape(name.lower()) + r"(?![a-z0-9])"), key) for name, key in patterns]
+    index = {name.lower(): (rank, key) for rank, (name, key) in reversed(list(enumerate(patterns)))}
+    names_pattern = re.compile(
+        r"(?<![a-z0-9])(" + "|".join(re.escape(name.lower()) for name, _ in patterns) + r")(?![a-z0-9])"
+    ) if patterns else None
     return Knowledge(
         model=model,
         clinical_drugs={k: tuple(dict.fromkeys(v)) for k, v in clinical.items()},
         path=str(directory),
-        _name_patterns=compiled,
+        _names_pattern=names_pattern,
+        _name_index=index,
     )
