@@ -30,31 +30,14 @@ def make_app(size: int) -> Flask:
 
 
 def main() -> None:
-    from gunicorn.app.base import BaseApplication
-
+    from cds_service.cli import run_gunicorn
     from cds_service.config import Settings
 
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--size", type=int, required=True)
     args = p.parse_args()
-    settings = Settings.from_env(port=args.port)
-
-    class _App(BaseApplication):
-        def load_config(self) -> None:  # keep in step with cds_service/cli.py serve
-            self.cfg.set("bind", f"127.0.0.1:{args.port}")
-            self.cfg.set("workers", settings.workers)
-            self.cfg.set("worker_class", "gthread")
-            self.cfg.set("threads", 4)
-            self.cfg.set("timeout", 30)
-            self.cfg.set("graceful_timeout", 10)
-            self.cfg.set("accesslog", "-")
-            self.cfg.set("access_log_format", '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms')
-
-        def load(self) -> Any:
-            return make_app(args.size)
-
-    _App().run()
+    run_gunicorn(lambda: make_app(args.size), Settings.from_env(host="127.0.0.1", port=args.port))
 
 
 if __name__ == "__main__":

@@ -28,19 +28,11 @@ def main() -> None:
     """CDS Hooks 2.0 service for refractory hypomagnesemia."""
 
 
-@main.command()
-@click.option("--host", default=None, help="Bind address (default CDS_HOST or 127.0.0.1).")
-@click.option("--port", default=None, type=int, help="Port (default CDS_PORT or 8080).")
-@click.option("--workers", default=None, type=int, help="gunicorn workers (default CDS_WORKERS or 2).")
-def serve(host: str | None, port: int | None, workers: int | None) -> None:
-    """Run the service under gunicorn (production WSGI server)."""
+def run_gunicorn(build: Any, settings: Settings) -> None:
+    """Serve the WSGI app that ``build()`` returns (called in each worker) under gunicorn with our settings.
+
+    The benchmark's trivial endpoint runs through this too, so both are measured under the same server."""
     from gunicorn.app.base import BaseApplication
-
-    from os import environ  # production default: client authentication required unless CDS_AUTH_MODE says otherwise
-
-    settings = Settings.from_env(host=host, port=port, workers=workers,
-                                 auth_mode=None if "CDS_AUTH_MODE" in environ else "required")
-    from .app import create_app, settle_heap
 
     class _App(BaseApplication):
         def load_config(self) -> None:
@@ -55,11 +47,29 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
             self.cfg.set("access_log_format", '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms')
 
         def load(self) -> Any:
-            app = create_app({"SETTINGS": settings})
-            settle_heap()
-            return app
+            return build()
 
     _App().run()
+
+
+@main.command()
+@click.option("--host", default=None, help="Bind address (default CDS_HOST or 127.0.0.1).")
+@click.option("--port", default=None, type=int, help="Port (default CDS_PORT or 8080).")
+@click.option("--workers", default=None, type=int, help="gunicorn workers (default CDS_WORKERS or 2).")
+def serve(host: str | None, port: int | None, workers: int | None) -> None:
+    """Run the service under gunicorn (production WSGI server)."""
+    from os import environ  # production default: client authentication required unless CDS_AUTH_MODE says otherwise
+
+    settings = Settings.from_env(host=host, port=port, workers=workers,
+                                 auth_mode=None if "CDS_AUTH_MODE" in environ else "required")
+    from .app import create_app, settle_heap
+
+    def build() -> Any:
+        app = create_app({"SETTINGS": settings})
+        settle_heap()
+        return app
+
+    run_gunicorn(build, settings)
 
 
 @main.command()

@@ -50,8 +50,6 @@ class Settings:
     fetch_call_timeout_seconds: float = 1.5
     fetch_retries: int = 2
     fetch_page_limit: int = 5
-    fetch_page_size: int = 200
-    lookback_days: int = 365
     allow_http_fhir: bool = False
     fhir_server_allowlist: tuple[str, ...] = ()
     # Client authentication (CDS Hooks 2.0 "Trusting CDS Clients").

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from .cards import GAP_RULE, build_card, gap_finding
+from .cards import GAP_RULE, InvalidSuggestion, build_card, gap_finding, validate_fhir_r4
 from .config import Settings
 from .definitions import ServiceCatalog, ServiceDefinition
 from .errors import CDSError, PrefetchUnavailable, UnknownService
@@ -20,6 +20,7 @@ from .prefetch.gateway import FetchResult, FhirGateway
 from .prefetch.templates import TemplateError, render
 from .protocol.request import HookRequest, parse_hook_request
 from .record.builder import RecordBuilder, ResolvedData, iter_resources
+from .record.lean import MODELS
 from .record.model import PatientRecord
 from .rules import RULES
 from .rules.base import Finding, Rule, RuleContext
@@ -152,6 +153,8 @@ class Engine:
             selections=req.context.get("selections") or (),
             extra_medications=data.values.pop("__medications__", None) or (),
         )
+        if self.settings.strict_validation:
+            strict_check(data, record)
         response, _ = self.decide(record, req.hook, req.hook_instance, now, invocation)
         invocation.record = record
         return response
@@ -273,6 +276,20 @@ class Engine:
         token = req.fhir_authorization.access_token if req.fhir_authorization else None
         results = self.gateway.fetch_many(req.fhir_server, token, {f"Medication/{m}": f"Medication/{m}" for m in missing[:20]}, remaining)  # type: ignore[arg-type]
         return [r.data for r in results.values() if r.ok and isinstance(r.data, dict)]
+
+
+def strict_check(data: ResolvedData, record: PatientRecord) -> None:
+    """CDS_STRICT_VALIDATION: every resource read is also validated with the full R4B model; what fails is noted
+    as a data gap (the lenient reading still decides what the rules see). Slow: for audits and testing EHRs."""
+    for key, value in data.values.items():
+        for res, _ in iter_resources(value):
+            if not isinstance(res, dict) or res.get("resourceType") not in MODELS:
+                continue
+            try:
+                validate_fhir_r4(res)
+            except InvalidSuggestion as exc:
+                label = f"{res.get('resourceType')}/{res.get('id')}" if res.get("id") else str(res.get("resourceType"))
+                record.note_gap("strict-validation", f"{label} in {key} is not strictly valid R4: {'; '.join(str(exc).splitlines()[:3])}", key)
 
 
 def _prefetch_problem(value: Any, template: str, rtype: str) -> str | None:

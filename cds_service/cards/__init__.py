@@ -15,7 +15,7 @@ GAP_RULE = "data-gaps"
 
 
 class InvalidSuggestion(ValueError):
-    """A suggestion resource that does not validate as FHIR R4 (a bug in a rule, never client input)."""
+    """A resource that does not validate as FHIR R4: in a suggestion, a bug in a rule (never client input)."""
 
 
 def card_uuid(hook_instance: str, rule: str, part: str = "") -> str:
@@ -28,16 +28,17 @@ def _summary(text: str) -> str:
 
 
 def validate_fhir_r4(resource: dict[str, Any]) -> None:
-    """Validate an emitted resource with the full fhir.resources R4B model (R4-compatible)."""
+    """Validate a resource with the full fhir.resources R4B model (R4-compatible): every suggestion we emit,
+    and with CDS_STRICT_VALIDATION every resource we read."""
     rtype = resource.get("resourceType")
     if not isinstance(rtype, str) or not rtype.isalpha():
-        raise InvalidSuggestion(f"suggestion resource has no valid resourceType: {rtype!r}")
+        raise InvalidSuggestion(f"resource has no valid resourceType: {rtype!r}")
     try:
         module = importlib.import_module(f"fhir.resources.R4B.{rtype.lower()}")
         model = getattr(module, rtype)
         model.model_validate(resource)
     except Exception as exc:  # pydantic ValidationError or import error: both a rule bug
-        raise InvalidSuggestion(f"{rtype} suggestion is not valid FHIR R4: {exc}") from exc
+        raise InvalidSuggestion(f"{rtype} is not valid FHIR R4: {exc}") from exc
 
 
 def build_card(finding: Finding, hook_instance: str, knowledge: Knowledge, base_url: str = "") -> dict[str, Any]:

@@ -27,8 +27,6 @@ MEANINGS = {
     "fetch_call_timeout_seconds": "Timeout of one FHIR GET (never longer than what is left of the deadline).",
     "fetch_retries": "Retries of a FHIR GET answered 502/503/504 or failing to connect.",
     "fetch_page_limit": "Most `next` pages followed per prefetch key (same origin only).",
-    "fetch_page_size": "`_count` asked for in searches the service builds itself.",
-    "lookback_days": "How far back the service reads results (`{{knowledge.lookbackStart}}`).",
     "allow_http_fhir": "Accept a plain-http `fhirServer` (sandboxes, tests). Off: https only.",
     "fhir_server_allowlist": "Comma-separated `fhirServer` base URLs the service may call (empty = any https server).",
     "auth_mode": "Client JWT check: `required`, `optional` (checked when present) or `off` (development only). `cds-service serve` defaults to `required` when the variable is unset.",

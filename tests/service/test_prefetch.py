@@ -191,3 +191,17 @@ def test_entered_in_error_observation_never_counts(client):
     wrong = magnesium("mg-eie", 0.8, status="entered-in-error", when="2026-11-24T06:00:00Z")
     resp = client.post(URL, json=hook_request(prefetch=full_prefetch([wrong, magnesium("mg-ok", 2.0)])))
     assert resp.get_json() == {"cards": []}
+
+
+def test_strict_validation_notes_what_full_r4_rejects_and_still_reads_it(app_factory):
+    """CDS_STRICT_VALIDATION: the full R4B model also checks every resource read; a resource it rejects (here an
+    element R4 does not have) is named in the data-gaps card, while the lenient reading still uses it."""
+    odd = dict(LOW_MG, id="mg-odd", madeUpElement=True)
+    prefetch = full_prefetch([odd])
+    lenient = app_factory().test_client().post(URL, json=hook_request(prefetch=prefetch)).get_json()
+    assert sorted(rules_of(lenient)) == ["femg-needed", "hypomagnesemia"]  # unknown elements are ignored by default
+    strict = app_factory(strict_validation=True).test_client().post(URL, json=hook_request(prefetch=prefetch)).get_json()
+    assert "hypomagnesemia" in rules_of(strict)
+    gaps = card(strict, "data-gaps")
+    assert "Observation/mg-odd in observations is not strictly valid R4" in gaps["detail"]
+    assert "madeUpElement" in gaps["detail"]
