@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import String, create_engine, delete, event, select, text
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from ..engine import Invocation, snapshot
@@ -28,6 +28,7 @@ from ..errors import CDSError
 from .schema import CardRow, FeedbackRow, InvocationRow, SeenJti
 
 log = logging.getLogger(__name__)
+WRITE_BATCH = 50  # invocations per audit transaction when calls arrive faster than one commit each
 
 
 class AuditStoreUnavailable(CDSError):
@@ -186,14 +187,41 @@ class AuditStore:
                     self._atexit_registered = True
 
     def _drain(self) -> None:
+        """Write what is queued, up to WRITE_BATCH invocations per transaction (one commit, not one per call)."""
         while True:
+            batch: list[Invocation] = []
             item = self._queue.get()
-            if isinstance(item, _Barrier):
-                item.done.set()
-                continue
-            if item is None:
-                return
-            self._write(item)
+            while True:
+                if isinstance(item, _Barrier):  # everything queued before it is written first
+                    self._write_batch(batch)
+                    batch = []
+                    item.done.set()
+                elif item is None:
+                    self._write_batch(batch)
+                    return
+                else:
+                    batch.append(item)
+                if len(batch) >= WRITE_BATCH:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            self._write_batch(batch)
+
+    def _write_batch(self, batch: list[Invocation]) -> None:
+        if len(batch) <= 1:
+            for inv in batch:
+                self._write(inv)
+            return
+        try:
+            with self.sessions.begin() as s:
+                for inv in batch:
+                    self._add(s, inv)
+            self.written += len(batch)
+        except Exception:  # one bad record or an outage: fall back to one transaction each, with retries
+            for inv in batch:
+                self._write(inv)
 
     def _write(self, inv: Invocation) -> None:
         for attempt in range(len(self.retry_delays) + 1):
@@ -212,14 +240,18 @@ class AuditStore:
 
     def _insert(self, inv: Invocation) -> None:
         with self.sessions.begin() as s:
-            row = InvocationRow(**invocation_columns(inv))
-            s.add(row)
-            s.flush()
-            for card in inv.cards:
-                topic = ((card.get("source") or {}).get("topic") or {}).get("code", "")
-                s.merge(CardRow(uuid=str(card.get("uuid", ""))[:64], invocation_id=row.id, service_id=row.service_id,
-                                rule=str(topic)[:100], indicator=str(card.get("indicator", ""))[:16],
-                                created_at=inv.received_at))
+            self._add(s, inv)
+
+    @staticmethod
+    def _add(s: Session, inv: Invocation) -> None:
+        row = InvocationRow(**invocation_columns(inv))
+        s.add(row)
+        s.flush()
+        for card in inv.cards:
+            topic = ((card.get("source") or {}).get("topic") or {}).get("code", "")
+            s.merge(CardRow(uuid=str(card.get("uuid", ""))[:64], invocation_id=row.id, service_id=row.service_id,
+                            rule=str(topic)[:100], indicator=str(card.get("indicator", ""))[:16],
+                            created_at=inv.received_at))
 
     def _note_error(self, message: str) -> None:
         self.last_error = message

@@ -122,3 +122,34 @@ def test_purge_uses_the_retention_setting(sqlite_url, monkeypatch):
     result = CliRunner().invoke(main, ["audit", "purge", "--yes", "--database-url", sqlite_url])
     assert "keep forever" in result.output and [r.hook_instance for r in rows(store)] == ["b"]
     store.close()
+
+
+def test_a_burst_is_written_in_batches_and_one_bad_record_loses_no_other(sqlite_url):
+    """Calls queued faster than one commit each share transactions (WRITE_BATCH); a record the database
+    refuses makes its batch fall back to one transaction per record, so only that record is lost."""
+    import threading
+
+    from cds_service.audit import store as store_module
+
+    store = AuditStore(sqlite_url)
+    gate, batches = threading.Event(), []
+    real_batch = store._write_batch
+
+    def held_batch(batch):  # hold the writer on its first batch so that the rest queue up behind it
+        batches.append(len(batch))
+        if len(batches) == 1:
+            gate.wait(10)
+        real_batch(batch)
+
+    store._write_batch = held_batch
+    store.record_invocation(invocation("burst-0"))
+    bad = invocation("burst-bad")
+    bad.cards = [{"uuid": "c-bad", "indicator": "info", "source": {"topic": {"code": "x"}}, "detail": {1, 2}}]  # not JSON
+    for i in range(1, 120):
+        store.record_invocation(bad if i == 60 else invocation(f"burst-{i}"))
+    gate.set()
+    written = [r.hook_instance for r in rows(store)]
+    assert len(written) == 119 and "burst-bad" not in written
+    assert max(batches) == store_module.WRITE_BATCH > 1  # the queued records were written 50 to a transaction
+    assert (store.stats()["written"], store.stats()["failed"]) == (119, 1)
+    store.close()
