@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from typing import Any
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,6 +38,9 @@ class NoPrefetchResult:
     parallel_ms: float = 0.0  # median wall time of fetch_many over all queries
     single_ms: dict[str, float] = field(default_factory=dict)  # median per query fetched alone
     hook_ms: float = 0.0  # median of a whole no-prefetch hook call in-process (fetch + build + cards)
+    # the same answers replayed by a loopback server that answers concurrently, each after its query's
+    # measured latency alone: isolates the gateway's parallelism from a server that serialises requests
+    replay_parallel_ms: float = 0.0
     error: str | None = None
 
     @property
@@ -146,10 +150,67 @@ def measure(n_observations: int = 150, runs: int = 15, quick: bool = False) -> N
             result.parallel_ms = statistics.median(parallel)
             result.single_ms = {k: statistics.median(v) for k, v in single.items()}
             result.hook_ms = statistics.median(hook)
+            result.replay_parallel_ms = _replay(gateway, result, {k: r.data for k, r in out.items()}, runs)
             return result
         finally:
             if stop is not None:
                 stop()
+
+
+def _replay(gateway: Any, result: NoPrefetchResult, answers: dict[str, Any], runs: int) -> float:
+    """Median wall time of the parallel fetch against a threaded loopback server that returns the FHIR
+    server's own answers, each after that query's server-side time: its latency alone against the FHIR server
+    minus its latency alone against this server with no delay (our client's own cost, counted once)."""
+    import json as _json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import urlsplit
+
+    by_type = {}  # each key asks for its own resource type: answer by the path's first segment after /fhir/
+    for key, query in result.queries.items():
+        rtype = query.split("?")[0].split("/")[0]
+        by_type[rtype] = [_json.dumps(answers[key]).encode(), 0.0]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            rtype = urlsplit(self.path).path.split("/fhir/", 1)[-1].split("/")[0]
+            body, delay = by_type.get(rtype, (b'{"resourceType":"OperationOutcome","issue":[]}', 0.0))
+            time.sleep(delay)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/fhir+json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/fhir"
+    try:
+        for key, query in result.queries.items():  # our own cost per query, with an instant server
+            own = []
+            for _ in range(runs + 1):
+                t0 = time.perf_counter()
+                gateway.fetch_many(base, None, {key: query}, 30)
+                own.append((time.perf_counter() - t0) * 1000)
+            by_type[query.split("?")[0].split("/")[0]][1] = max(0.0, result.single_ms[key] - statistics.median(own[1:])) / 1000
+        walls = []
+        for i in range(runs + 1):
+            t0 = time.perf_counter()
+            out = gateway.fetch_many(base, None, result.queries, 30)
+            wall = (time.perf_counter() - t0) * 1000
+            bad = {k: r.error for k, r in out.items() if not r.ok}
+            if bad:
+                raise RuntimeError(f"replayed queries failed: {bad}")
+            if i:
+                walls.append(wall)
+        return statistics.median(walls)
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 if __name__ == "__main__":
