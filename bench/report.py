@@ -155,10 +155,10 @@ def write(out_dir: Path, *, command: str, scaling: list[ScalingRow], http: HttpR
     if http is None:
         L += ["Not run (`--skip http`).", ""]
     else:
-        L += [f"- Start-up of `cds-service serve` to the first 200 from `GET /cds-services` (fresh process each time): "
+        L += ["- Start-up of `cds-service serve` to the first 200 from `GET /cds-services` (fresh process each time): "
               + ", ".join(f"{s:.2f} s" for s in http.startup_s),
-              f"- Resident memory (VmRSS) per worker right after start-up: " + ", ".join(f"{m:.0f} MB" for m in http.worker_rss_idle_mb),
-              f"- Resident memory per worker after the load test: " + ", ".join(f"{m:.0f} MB" for m in http.worker_rss_mb), ""]
+              "- Resident memory (VmRSS) per worker right after start-up: " + ", ".join(f"{m:.0f} MB" for m in http.worker_rss_idle_mb),
+              "- Resident memory per worker after the load test: " + ", ".join(f"{m:.0f} MB" for m in http.worker_rss_mb), ""]
     if len(notes) > 1:
         L += ["## Notes", ""] + [f"- {n}" for n in notes[1:]] + [""]
     path = out_dir / "REPORT.md"

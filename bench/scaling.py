@@ -14,7 +14,6 @@ import tempfile
 import time
 from dataclasses import dataclass, asdict
 from pathlib import Path
-from typing import Any, Callable
 
 from .data import NOW, patient_view_request
 
@@ -44,15 +43,6 @@ def percentile(values: list[float], q: float) -> float:
         return float("nan")
     k = max(0, min(len(s) - 1, int(round(q / 100 * len(s) + 0.5)) - 1))
     return s[k]
-
-
-def _timed(fn: Callable[[], Any], runs: int) -> list[float]:
-    out = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t0) * 1000)
-    return out
 
 
 def make_app(db_dir: Path):
@@ -100,14 +90,17 @@ def measure(sizes: tuple[int, ...] = SIZES, quick: bool = False) -> list[Scaling
                 store.flush()
             handle, writes = [], []
             gc.collect()
-            for _ in range(runs):
+            loads = []
+            for _ in range(runs):  # interleaved with json.loads, so that both see the same machine state
                 t0 = time.perf_counter()
                 call()
                 t1 = time.perf_counter()
                 store.flush()
                 writes.append((time.perf_counter() - t1) * 1000)
                 handle.append((t1 - t0) * 1000)
-            loads = _timed(lambda: json.loads(body), max(runs, 5))
+                t2 = time.perf_counter()
+                json.loads(body)
+                loads.append((time.perf_counter() - t2) * 1000)
             med, lmed = statistics.median(handle), statistics.median(loads)
             rows.append(ScalingRow(n, resources, len(body), runs, med, percentile(handle, 99), lmed, med / lmed,
                                    med * 1000 / n, statistics.median(writes), cards))

@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 from .cards import GAP_RULE, InvalidSuggestion, build_card, gap_finding, validate_fhir_r4
 from .config import Settings
 from .definitions import ServiceCatalog, ServiceDefinition
-from .errors import CDSError, PrefetchUnavailable, UnknownService
+from .errors import PrefetchUnavailable, UnknownService
 from .knowledge import Knowledge
-from .prefetch.gateway import FetchResult, FhirGateway
+from .prefetch.gateway import FhirGateway
 from .prefetch.templates import TemplateError, render
 from .protocol.request import HookRequest, parse_hook_request
 from .record.builder import RecordBuilder, ResolvedData, iter_resources

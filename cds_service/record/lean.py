@@ -7,7 +7,7 @@ noted through the validation context) instead of dropping the whole resource.
 """
 from __future__ import annotations
 
-from typing import Annotated, Any, Generic, Literal, NamedTuple, TypeVar
+from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, WrapValidator
 
