@@ -199,6 +199,7 @@ class Engine:
                 to_fetch[key] = render(template, req.context)
             except TemplateError as exc:
                 unavailable[key] = str(exc)
+                invocation.prefetch[key] = "unavailable"
         if to_fetch:
             reason = self._server_problem(req.fhir_server)
             if reason:
@@ -218,7 +219,7 @@ class Engine:
                         if invalid:
                             log.info("prefetch %s not usable (%s); fetched instead", key, invalid)
                         if res.truncated:
-                            notes[key] = f"only the first {res.pages} page(s) were read"
+                            notes[key] = f"only the first {res.pages} page(s) were read ({res.truncated_why})"
                     else:
                         unavailable[key] = res.error or "could not be read"
                         invocation.prefetch[key] = "unavailable"

@@ -35,6 +35,7 @@ class FetchResult:
     status: int | None = None
     pages: int = 0
     truncated: bool = False
+    truncated_why: str = ""  # why later pages were not read
     elapsed_ms: float = 0.0
     calls: list[float] = field(default_factory=list)  # per-GET latency (ms)
 
@@ -109,18 +110,18 @@ class FhirGateway:
         try:
             while url:
                 if origin(url) != base_origin:
-                    result.truncated = True
+                    result.truncated, result.truncated_why = True, "the next-page link points to another server"
                     log.warning("fetch %s: next link to another origin not followed", key)
                     break
                 if result.pages >= self.page_limit:
-                    result.truncated = True
+                    result.truncated, result.truncated_why = True, f"the page limit ({self.page_limit}) was reached"
                     break
                 remaining = deadline_at - time.monotonic()
                 if remaining <= 0.01:
                     if merged is None:
                         result.error = "deadline reached before the query could be sent"
                     else:
-                        result.truncated = True
+                        result.truncated, result.truncated_why = True, "the deadline was reached"
                     break
                 body, status, ms = self._get(url, token, min(self.call_timeout, remaining))
                 result.calls.append(ms)

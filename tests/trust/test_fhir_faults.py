@@ -96,6 +96,7 @@ def test_next_link_to_another_origin_is_not_followed_and_never_gets_the_token(cl
         body = resp.get_json()
         assert "hypomagnesemia" not in rules_of(body)  # the foreign page's 0.6 mg/dL was never read
         assert "observations" in card(body, "data-gaps")["detail"]
+        assert "the next-page link points to another server" in card(body, "data-gaps")["detail"]
 
 
 def test_same_origin_next_links_are_followed_with_the_token(app_factory, fhir_stub):
@@ -130,7 +131,7 @@ def test_paging_forever_stops_at_the_page_limit(app_factory, fhir_stub, page_lim
     assert len(fhir_stub.calls("Observation")) == page_limit
     body = resp.get_json()
     assert_magnesium_card(body, gaps=True)
-    assert f"only the first {page_limit} page(s)" in card(body, "data-gaps")["detail"]
+    assert f"only the first {page_limit} page(s) were read (the page limit ({page_limit}) was reached)" in card(body, "data-gaps")["detail"]
     assert elapsed < 2.0 + MARGIN
 
 
