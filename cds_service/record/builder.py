@@ -373,6 +373,10 @@ class RecordBuilder:
                 timing_parts.append(d.text)
             if d.timing and d.timing.code:
                 timing_parts.append(d.timing.code.label())
+            if d.timing and d.timing.repeat:
+                every = _interval_text(d.timing.repeat)
+                if every:
+                    timing_parts.append(every)
         return MedicationUse(
             source=self._src(med),
             status=med.status,
@@ -487,6 +491,20 @@ def _same_reference(ref: str | None, patient_id: str) -> bool:
         return True
     ref = ref.split("/_history/")[0]
     return ref == f"Patient/{patient_id}" or ref.endswith(f"/Patient/{patient_id}") or ref == f"urn:uuid:{patient_id}"
+
+
+_HOURS_PER_UNIT = {"h": 1.0, "d": 24.0, "wk": 168.0}
+
+
+def _interval_text(repeat: lean.TimingRepeat) -> str | None:
+    """Timing.repeat (frequency per period) as 'every N hours', the form the dose rules read."""
+    hours = _HOURS_PER_UNIT.get(repeat.periodUnit or "")
+    if hours is None or not repeat.period or repeat.period <= 0:
+        return None
+    frequency = repeat.frequency or 1
+    if frequency <= 0:
+        return None
+    return f"every {repeat.period * hours / frequency:g} hours"
 
 
 def _has_word(text: str, words: list[str]) -> bool:

@@ -128,8 +128,15 @@ class DoseAndRate(Lean):
     doseQuantity: Opt[Quantity] = None
 
 
+class TimingRepeat(Lean):
+    frequency: Opt[float] = None
+    period: Opt[float] = None
+    periodUnit: Opt[Code] = None
+
+
 class Timing(Lean):
     code: Opt[CodeableConcept] = None
+    repeat: Opt[TimingRepeat] = None
 
 
 class Dosage(Lean):
@@ -327,7 +334,7 @@ def _compile_fast(cls: type[Lean]) -> None:
 
 
 _FAST_NS: dict[str, Any] = {"not_clean": _not_clean, "instance": _instance}
-for _cls in (Coding, CodeableConcept, Quantity, Reference, Period, Meta, ReferenceRange, DoseAndRate, Timing, Dosage,
+for _cls in (Coding, CodeableConcept, Quantity, Reference, Period, Meta, ReferenceRange, DoseAndRate, TimingRepeat, Timing, Dosage,
              MedicationIngredient, *MODELS.values()):
     _compile_fast(_cls)
 _FAST: dict[type[Lean], Any] = {cls: _FAST_NS[f"fast_{cls.__name__}"] for cls in MODELS.values()}
