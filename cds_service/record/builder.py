@@ -170,7 +170,9 @@ class RecordBuilder:
                 log.info("skipped entry %s in %s: %s", label, key, error)
             return None
         if dropped:
-            rec.note_gap("element-dropped", f"{label} in {key}: unreadable element(s) ignored: {', '.join(sorted(set(dropped)))}", key)
+            what = ", ".join(sorted(set(dropped)))
+            rec.note_gap("element-dropped", f"{label} in {key}: unreadable element(s) ignored: {what}", key)
+            log.info("read %s in %s without unreadable element(s): %s", label, key, what)
         if not draft and not self._same_patient(model, rec.patient_id):
             rec.note_gap("other-patient", f"{label} in {key} belongs to another patient and was ignored", key)
             log.warning("ignored %s in %s: belongs to another patient", label, key)

@@ -56,6 +56,7 @@ class LabResult:
             "refLow": self.ref_low,
             "refHigh": self.ref_high,
             "interpretation": self.interpretation,
+            "comparator": self.comparator,
             "source": self.source.to_json(),
         }
 
