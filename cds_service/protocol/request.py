@@ -6,7 +6,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..definitions import REQUIRED_CONTEXT, ServiceDefinition
-from ..errors import InvalidFeedback, InvalidRequest
+from ..errors import InvalidFeedback, InvalidRequest, UnprocessableRequest
 from ..record.dates import parse_fhir_datetime
 
 
@@ -83,6 +83,13 @@ def parse_hook_request(body: Any, service: ServiceDefinition) -> HookRequest:
         sel = context["selections"]
         if not isinstance(sel, list) or not all(isinstance(s, str) for s in sel):
             raise InvalidRequest("context.selections must be an array of strings", expression=["context.selections"])
+        drafted = {f"{r.get('resourceType')}/{r.get('id')}" for e in (context["draftOrders"].get("entry") or [])
+                   if isinstance(e, dict) and isinstance(r := e.get("resource"), dict)}
+        unknown = [x for x in sel if x.strip() not in drafted]
+        if unknown:
+            raise UnprocessableRequest(
+                f"context.selections names {', '.join(unknown[:5])}, not among context.draftOrders",
+                expression=["context.selections"])
     fhir_server = body.get("fhirServer")
     if fhir_server is not None:
         if not isinstance(fhir_server, str) or urlsplit(fhir_server).scheme not in ("http", "https") or not urlsplit(fhir_server).netloc:

@@ -227,6 +227,13 @@ def test_text_plain_is_415(client):
     assert_outcome(resp, 415, "unsupported-media-type")
 
 
+def test_selection_not_among_the_draft_orders_is_422(client):
+    body = hook_request("magnesium-order-select", prefetch=full_prefetch(NORMAL_MG))
+    body["context"]["selections"] = ["MedicationRequest/draft-1", "MedicationRequest/not-drafted"]
+    resp = client.post(SERVICE_URL.format("magnesium-order-select"), json=body)
+    assert_outcome(resp, 422, "unprocessable", mentions="MedicationRequest/not-drafted")
+
+
 def test_unknown_path_is_404(client):
     assert_outcome(client.get("/cds-services/magnesium-patient-view/elsewhere"), 404)
 
