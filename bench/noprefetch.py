@@ -120,12 +120,7 @@ def measure(n_observations: int = 150, runs: int = 15, quick: bool = False) -> N
             client = app.test_client()
             body = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()), "fhirServer": base, "context": context}
             for i in range(runs + 1):  # the first round warms connections and the server's caches
-                t0 = time.perf_counter()
-                out = gateway.fetch_many(base, None, result.queries, 30)
-                wall = (time.perf_counter() - t0) * 1000
-                bad = {k: r.error for k, r in out.items() if not r.ok}
-                if bad:
-                    raise RuntimeError(f"FHIR queries failed: {bad}")
+                wall, out = _parallel_fetch(gateway, base, result.queries)
                 result.entries = {k: len(r.data.get("entry") or []) if r.data.get("resourceType") == "Bundle" else 1
                                   for k, r in out.items()}
                 singles = {}
@@ -155,6 +150,17 @@ def measure(n_observations: int = 150, runs: int = 15, quick: bool = False) -> N
         finally:
             if stop is not None:
                 stop()
+
+
+def _parallel_fetch(gateway: Any, base: str, queries: dict[str, str]) -> tuple[float, dict[str, Any]]:
+    """(wall ms, results) of one parallel fetch of every query, as the engine does it; any failure is fatal."""
+    t0 = time.perf_counter()
+    out = gateway.fetch_many(base, None, queries, 30)
+    wall = (time.perf_counter() - t0) * 1000
+    bad = {k: r.error for k, r in out.items() if not r.ok}
+    if bad:
+        raise RuntimeError(f"FHIR queries against {base} failed: {bad}")
+    return wall, out
 
 
 def _replay(gateway: Any, result: NoPrefetchResult, answers: dict[str, Any], runs: int) -> float:
@@ -199,12 +205,7 @@ def _replay(gateway: Any, result: NoPrefetchResult, answers: dict[str, Any], run
             by_type[query.split("?")[0].split("/")[0]][1] = max(0.0, result.single_ms[key] - statistics.median(own[1:])) / 1000
         walls = []
         for i in range(runs + 1):
-            t0 = time.perf_counter()
-            out = gateway.fetch_many(base, None, result.queries, 30)
-            wall = (time.perf_counter() - t0) * 1000
-            bad = {k: r.error for k, r in out.items() if not r.ok}
-            if bad:
-                raise RuntimeError(f"replayed queries failed: {bad}")
+            wall, _ = _parallel_fetch(gateway, base, result.queries)
             if i:
                 walls.append(wall)
         return statistics.median(walls)

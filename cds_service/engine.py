@@ -61,12 +61,6 @@ class Invocation:
     record: PatientRecord | None = field(default=None, repr=False, compare=False)
 
 
-@dataclass
-class HookResult:
-    response: dict[str, Any]
-    invocation: Invocation
-
-
 def snapshot(rec: PatientRecord) -> dict[str, Any]:
     """The normalised record as JSON: enough to replay every rule without the EHR."""
     return {

@@ -41,7 +41,7 @@ def validate_fhir_r4(resource: dict[str, Any]) -> None:
         raise InvalidSuggestion(f"{rtype} is not valid FHIR R4: {exc}") from exc
 
 
-def build_card(finding: Finding, hook_instance: str, knowledge: Knowledge, base_url: str = "") -> dict[str, Any]:
+def build_card(finding: Finding, hook_instance: str, knowledge: Knowledge) -> dict[str, Any]:
     src = knowledge.source(finding.source)
     card: dict[str, Any] = {
         "uuid": card_uuid(hook_instance, finding.rule),

@@ -199,11 +199,21 @@ class Knowledge:
         hits = {self._name_index[m.group(1)] for m in self._names_pattern.finditer(text.lower())}
         return list(dict.fromkeys(ingredient for _, ingredient in sorted(hits)))
 
+    @cached_property
+    def route_patterns(self) -> dict[str, re.Pattern[str]]:
+        """Route name -> one whole-word pattern of its words (dosage route text, drug form, label)."""
+        return {name: whole_words(r.words) for name, r in self.model.routes.items() if r.words}
+
     def unit(self, raw: str | None) -> str | None:
         if raw is None:
             return None
         u = raw.strip()
         return self.model.unit_aliases.get(u.lower(), self.model.unit_aliases.get(u, u))
+
+
+def whole_words(words: list[str]) -> re.Pattern[str]:
+    """One pattern matching any of ``words`` (lower case) as a whole word, the first listed winning at a position."""
+    return re.compile(r"(?<![a-z0-9])(" + "|".join(re.escape(w.lower()) for w in words) + r")(?![a-z0-9])")
 
 
 def load_knowledge(path: str | Path | None = None) -> Knowledge:
@@ -244,9 +254,7 @@ def load_knowledge(path: str | Path | None = None) -> Knowledge:
         key=lambda item: -len(item[0]),
     )
     index = {name.lower(): (rank, key) for rank, (name, key) in reversed(list(enumerate(patterns)))}
-    names_pattern = re.compile(
-        r"(?<![a-z0-9])(" + "|".join(re.escape(name.lower()) for name, _ in patterns) + r")(?![a-z0-9])"
-    ) if patterns else None
+    names_pattern = whole_words([name for name, _ in patterns]) if patterns else None
     return Knowledge(
         model=model,
         clinical_drugs={k: tuple(dict.fromkeys(v)) for k, v in clinical.items()},

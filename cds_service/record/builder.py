@@ -455,13 +455,13 @@ class RecordBuilder:
                     if code in r.snomed:
                         return name
             text = d.route.label().lower()
-            for name, r in routes.items():
-                if _has_word(text, r.words):
+            for name, pattern in self.k.route_patterns.items():
+                if pattern.search(text):
                     return name
         texts = [label.lower()] + ([form.label().lower()] if form else []) + [(d.text or "").lower() for d in dosages]
         for text in texts:
             for name in ("intravenous", "subcutaneous", "intramuscular", "oral"):
-                if _has_word(text, routes[name].words):
+                if name in self.k.route_patterns and self.k.route_patterns[name].search(text):
                     return name
         return None
 
@@ -507,9 +507,3 @@ def _interval_text(repeat: lean.TimingRepeat) -> str | None:
     if frequency <= 0:
         return None
     return f"every {repeat.period * hours / frequency:g} hours"
-
-
-def _has_word(text: str, words: list[str]) -> bool:
-    import re
-
-    return any(re.search(r"(?<![a-z0-9])" + re.escape(w) + r"(?![a-z0-9])", text) for w in words)
