@@ -60,7 +60,7 @@ def _condition(f: dict[str, Any], knowledge: Knowledge | None) -> ConditionFact:
     codes = tuple((c[0], c[1]) for c in f.get("codes") or [])
     condition = f.get("condition")
     if knowledge is not None:  # value-set membership is knowledge
-        condition = next((knowledge.condition_index[c] for c in codes if c in knowledge.condition_index), None)
+        condition = knowledge.condition_of(codes)
     return ConditionFact(condition=condition, label=f.get("label", ""), codes=codes,
                          clinical_status=f.get("clinicalStatus"), onset=_dt(f.get("onset")), source=_source(f.get("source")))
 

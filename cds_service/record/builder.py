@@ -474,7 +474,7 @@ class RecordBuilder:
         if clinical is not None and clinical not in CONDITION_ACTIVE:
             return
         codes = tuple(cond.code.codes())
-        condition = next((self.k.condition_index[c] for c in codes if c in self.k.condition_index), None)
+        condition = self.k.condition_of(codes)
         rec.conditions.append(
             ConditionFact(
                 condition=condition,

@@ -7,9 +7,10 @@ from datetime import datetime, timedelta
 from typing import Any, Iterable
 
 from ..knowledge import LOINC
-from ..record.derived import Derived, creatinine_clearance, egfr_from_creatinine
+from ..record.derived import Derived
+from ..record.kidney import Estimate
 from ..record.model import LabResult, MedicationUse
-from .base import OverrideReason, RuleContext
+from .base import OverrideReason, RuleContext, days_ago_text, display_unit, shown_pair
 
 # Classes of drafted orders that make the patient-level magnesium picture relevant to the prescriber.
 ELECTROLYTE_CLASSES = ("magnesium-supplement", "potassium-supplement", "calcium-supplement", "vitamin-d-analogue")
@@ -52,12 +53,35 @@ def magnesium_low(ctx: RuleContext, r: LabResult) -> bool:
     return is_low(ctx, r, "magnesium_low") or r.value < ctx.threshold("magnesium_severe")
 
 
+def within_advice_window(ctx: RuleContext, r: LabResult) -> bool:
+    """Whether ``r`` is recent enough to base treatment advice on (knowledge `<analyte>_advice_max_age_days`)."""
+    key = f"{r.analyte}_advice_max_age_days"
+    days = ctx.knowledge.model.policies.get(key)
+    return days is None or ctx.now - r.effective <= timedelta(days=float(days.value))
+
+
 def magnesium_is_low(ctx: RuleContext) -> LabResult | None:
-    """The latest magnesium if it is below range, else None."""
+    """The latest magnesium if it is below range and recent enough to act on, else None (an older low value is
+    the `hypomagnesemia` card's 're-measure', never treatment advice)."""
     latest = ctx.record.latest("magnesium")
-    if latest is not None and magnesium_low(ctx, latest):
+    if latest is not None and magnesium_low(ctx, latest) and within_advice_window(ctx, latest):
         return latest
     return None
+
+
+def stale_low_magnesium(ctx: RuleContext) -> LabResult | None:
+    """The latest magnesium when it is low but older than the advice window."""
+    latest = ctx.record.latest("magnesium")
+    if latest is not None and magnesium_low(ctx, latest) and not within_advice_window(ctx, latest):
+        return latest
+    return None
+
+
+def magnesium_high(ctx: RuleContext, r: LabResult) -> bool:
+    """Above the lab's range (else the knowledge default); a censored '<x' value is never high."""
+    if r.comparator in ("<", "<="):
+        return False
+    return is_high(ctx, r, "magnesium_high")
 
 
 def recent(ctx: RuleContext, analyte: str, days_policy: str) -> LabResult | None:
@@ -69,13 +93,25 @@ def recent(ctx: RuleContext, analyte: str, days_policy: str) -> LabResult | None
 
 
 def magnesium_low_or_unmeasured(ctx: RuleContext) -> tuple[str, LabResult | None]:
-    """('low', r) | ('unmeasured', latest-or-None) | ('normal', r): the magnesium state for 'check magnesium first'."""
+    """('low', r) | ('unmeasured', latest-or-None) | ('normal', r): the magnesium state for 'check magnesium first'.
+    Low only when recent enough to act on (advice window); a high value is 'normal' here (not low)."""
+    low = magnesium_is_low(ctx)
+    if low is not None:
+        return "low", low
     latest = ctx.record.latest("magnesium")
-    if latest is not None and magnesium_low(ctx, latest):
-        return "low", latest
     if recent(ctx, "magnesium", "magnesium_recent_days") is None:
         return "unmeasured", latest
     return "normal", latest
+
+
+def last_measured_text(ctx: RuleContext, r: LabResult | None, window_days: float | None = None) -> str:
+    """'never measured' only when nothing exists; else 'last measured on DATE (N days ago[, outside the N-day window])'."""
+    if r is None:
+        return f"never measured (labs are read back {ctx.policy('lookback_days')} days)"
+    text = f"last measured on {r.effective.date().isoformat()} ({days_ago_text(ctx.now, r.effective)}"
+    if window_days is not None:
+        text += f", outside the {window_days:g}-day window"
+    return text + ")"
 
 
 def persistent_low(ctx: RuleContext, analyte: str, default_key: str, low=None,
@@ -118,21 +154,65 @@ def drafted(*classes: str):
     return predicate
 
 
-def kidney_function(ctx: RuleContext) -> tuple[Derived | None, list[str]]:
-    """Creatinine clearance (Cockcroft-Gault, else a de-indexed eGFR) and what is missing when neither works."""
-    return creatinine_clearance(ctx.record, ctx.now, float(ctx.policy("renal_function_max_age_days")),
-                                float(ctx.policy("weight_max_age_days")))
+def kidney_line(ctx: RuleContext) -> str:
+    """The call's one kidney assessment as one Markdown block: value or range, method, inputs with dates, notes."""
+    kf = ctx.kidney
+    limit = kf.limit
+    if kf.estimate is not None:
+        e = kf.estimate
+        lines = [f"- kidney function: **{estimate_text(e, limit)}** ({_METHOD[e.method]}) — "
+                 f"{'below' if kf.status == 'below' else 'not below' if kf.status == 'not-below' else 'cannot be placed against'}"
+                 f" {limit:g} mL/min", f"  - {e.formula}"]
+        for i in e.inputs:
+            lines.append(f"  - input {i.analyte.replace('_', ' ')}: {fmt_value(i)} on {i.effective.date().isoformat()} "
+                         f"({days_ago_text(ctx.now, i.effective)}; {i.source.reference})")
+        lines += [f"  - note: {n}" for n in e.notes]
+    elif kf.conditions:
+        lines = [f"- kidney function: **below {limit:g} mL/min** (recorded kidney failure or dialysis)"]
+    else:
+        lines = ["- kidney function: **unknown** — missing: " + "; ".join(kf.missing or ("kidney function results",))]
+    for e in kf.tried:
+        if e is not kf.estimate:
+            lines.append(f"  - also tried: {estimate_text(e, limit)} ({_METHOD[e.method]}), which spans the cut-off")
+    for c in kf.conditions:
+        lines.append(f"  - recorded: {c.label} ({c.source.reference})")
+    lines += [f"  - note: {n}" for n in kf.notes]
+    return "\n".join(lines)
 
 
-def egfr(ctx: RuleContext) -> Derived | None:
-    """CKD-EPI 2021 from the latest creatinine, else the lab-reported eGFR (both indexed to 1.73 m2)."""
-    d = egfr_from_creatinine(ctx.record, ctx.now, float(ctx.policy("renal_function_max_age_days")))
-    if d is not None:
-        return d
-    r = recent(ctx, "egfr", "renal_function_max_age_days")
-    if r is None:
-        return None
-    return Derived("egfr-reported", r.value, "mL/min/{1.73_m2}", "eGFR as reported by the lab", (r,))
+_METHOD = {
+    "measured-clearance": "measured creatinine clearance",
+    "cockcroft-gault": "Cockcroft-Gault",
+    "egfr-reported": "de-indexed reported eGFR",
+    "egfr-ckd-epi": "de-indexed CKD-EPI 2021 eGFR",
+    "bedside-schwartz": "bedside Schwartz eGFR, child",
+    "coded": "recorded kidney failure",
+}
+
+
+def estimate_text(e: Estimate, limit: float) -> str:
+    """'18 mL/min' or 'between 12 and 31 mL/min', written so the number never contradicts the cut-off."""
+    if e.exact:
+        v, _ = shown_pair(e.low, limit, 0)
+        return f"{v} {e.unit}"
+    lo, _ = shown_pair(e.low, limit, 0)
+    hi, _ = shown_pair(e.high, limit, 0)
+    if e.high < limit:
+        return f"at most {hi} {e.unit}"
+    if e.low >= limit:
+        return f"at least {lo} {e.unit}"
+    return f"between {lo} and {hi} {e.unit}"
+
+
+def kidney_summary(ctx: RuleContext) -> str:
+    """A few words for summaries: 'creatinine clearance 18 mL/min' / 'kidney failure recorded' / 'kidney function unknown'."""
+    kf = ctx.kidney
+    if kf.estimate is not None:
+        name = "eGFR" if kf.estimate.method == "bedside-schwartz" else "creatinine clearance"
+        return f"{name} {estimate_text(kf.estimate, kf.limit)}"
+    if kf.conditions:
+        return "kidney failure or dialysis recorded"
+    return "kidney function unknown"
 
 
 def derived_line(d: Derived, label: str, digits: int = 1) -> str:
@@ -145,9 +225,9 @@ def derived_line(d: Derived, label: str, digits: int = 1) -> str:
 
 
 def fmt_value(r: LabResult, digits: int = 2) -> str:
-    shown = f"{r.value:.{digits}f} {r.unit}"
+    shown = f"{r.comparator or ''}{r.value:.{digits}f} {display_unit(r.unit)}"
     if r.original_unit != r.unit:
-        shown += f" (reported {r.original_value:g} {r.original_unit})"
+        shown += f" (reported {r.comparator or ''}{r.original_value:g} {display_unit(r.original_unit)})"
     return shown
 
 
@@ -168,7 +248,7 @@ def med_line(ctx: RuleContext, m: MedicationUse, with_class: bool = True) -> str
         if classes:
             parts.append(f" ({', '.join(classes)})")
     if m.dose is not None:
-        parts.append(f", dose {m.dose.value:g} {m.dose.unit}".rstrip())
+        parts.append(f", dose {m.dose.value:g} {display_unit(m.dose.unit)}".rstrip())
     if m.route:
         parts.append(f", {m.route}")
     if m.timing:
@@ -176,7 +256,8 @@ def med_line(ctx: RuleContext, m: MedicationUse, with_class: bool = True) -> str
     if m.draft:
         parts.append(", drafted order")
     elif m.start is not None:
-        parts.append(f", since {m.start.date().isoformat()} ({days_since(ctx, m.start)} days)")
+        n = days_since(ctx, m.start)
+        parts.append(f", since {m.start.date().isoformat()} ({n} day{'' if n == 1 else 's'})")
     else:
         parts.append(", start date not recorded")
     parts.append(f"; {m.source.reference}")
@@ -231,3 +312,18 @@ def drafted_test(ctx: RuleContext, codes: Iterable[str]) -> bool:
 
 def analyte_codes(ctx: RuleContext, analyte: str) -> list[str]:
     return [c.code for c in ctx.knowledge.model.analytes[analyte].codes]
+
+
+def obstetric_magnesium(ctx: RuleContext) -> tuple[list, list[MedicationUse]] | None:
+    """Pregnancy or an obstetric magnesium indication recorded (knowledge `pregnancy`,
+    `obstetric_magnesium_indication`) with magnesium sulfate active or drafted: (conditions, orders), else None."""
+    conds = [c for c in ctx.record.conditions if c.condition in ("pregnancy", "obstetric_magnesium_indication")]
+    if not conds:
+        return None
+    orders = [m for m in ctx.record.medications + ctx.record.draft_medications if m.has_ingredient("magnesium sulfate")]
+    return (conds, orders) if orders else None
+
+
+def sentence_case(text: str) -> str:
+    """Upper-case the first letter only (str.capitalize would lower-case units such as mL/min; 'eGFR' stays)."""
+    return text if text.startswith("eGFR") else text[:1].upper() + text[1:]

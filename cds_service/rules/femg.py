@@ -4,16 +4,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..record.derived import Derived, femg, urine_ca_cr_ratio
-from .base import Action, Finding, RuleContext, Suggestion, lab_fact_line
+from ..record.kidney import Estimate
+from .base import Action, Finding, RuleContext, Suggestion, digits_for, lab_fact_line
 from .common import (
     GENERAL_OVERRIDES,
     active_with_class,
     analyte_codes,
     derived_line,
     drafted_test,
-    egfr,
-    kidney_function,
+    estimate_text,
     lab_service_request,
+    low_limit,
     magnesium_is_low,
     magnesium_low,
 )
@@ -29,20 +30,30 @@ FEMG_TESTS = (
 class FemgAssessment:
     value: Derived | None
     missing: tuple[str, ...]
-    kidney: Derived | None  # eGFR (else creatinine clearance) used to judge interpretability
-    kidney_ok: bool | None  # None: kidney function unknown
+    kidney: Estimate | None  # indexed eGFR (else the call's clearance estimate) used to judge interpretability
+    kidney_ok: bool | None  # None: kidney function unknown or its range spans the minimum
     paired_low: bool
 
 
+def _at_least(e: Estimate, limit: float) -> bool | None:
+    side = e.side(limit)
+    return None if side == "unknown" else side == "not-below"
+
+
 def assess_femg(ctx: RuleContext) -> FemgAssessment:
-    """FEMg from a paired sample and whether kidney function allows interpreting it."""
+    """FEMg from a paired sample and whether kidney function allows interpreting it (the call's one kidney
+    assessment: CKD is staged by the indexed eGFR, else the creatinine clearance estimate; a recorded kidney
+    failure or dialysis means not interpretable)."""
     d, missing = femg(ctx.record, ctx.threshold("femg_pair_max_hours"))
-    kidney = egfr(ctx)  # CKD is staged by the indexed eGFR
+    kf = ctx.kidney
+    kidney: Estimate | None = kf.indexed_egfr
     if kidney is not None:
-        kidney_ok = kidney.value >= ctx.threshold("femg_min_egfr")
+        kidney_ok = _at_least(kidney, ctx.threshold("femg_min_egfr"))
     else:
-        kidney, _ = kidney_function(ctx)
-        kidney_ok = None if kidney is None else kidney.value >= ctx.threshold("femg_min_crcl")
+        kidney = kf.estimate
+        kidney_ok = None if kidney is None else _at_least(kidney, ctx.threshold("femg_min_crcl"))
+    if kf.conditions or kf.below:
+        kidney_ok = False
     paired_low = d is not None and magnesium_low(ctx, d.inputs[2])
     return FemgAssessment(d, tuple(missing), kidney, kidney_ok, paired_low)
 
@@ -68,12 +79,14 @@ def _common_lines(ctx: RuleContext, a: FemgAssessment) -> list[str]:
     lines = [derived_line(d, "FEMg", 2), "",
              "FEMg (%) = (U_Mg x P_Cr) / (0.7 x P_Mg x U_Cr) x 100, urine and plasma in the same unit per analyte; "
              "0.7 because only about 70 % of plasma magnesium is filtered.", ""]
-    if a.kidney.name == "creatinine-clearance":
+    if a.kidney.unit == "mL/min":
         label, limit = "creatinine clearance", f"{ctx.threshold('femg_min_crcl'):g} mL/min"
+        shown = estimate_text(a.kidney, ctx.threshold("femg_min_crcl"))
     else:
-        label, limit = "eGFR", f"{ctx.threshold('femg_min_egfr'):g} mL/min/1.73 m2"
-    lines.append(f"Kidney function allows interpretation (>= {limit}, local policy: FEMg rises in CKD):")
-    lines.append(derived_line(a.kidney, label, 0))
+        label, limit = "eGFR", f"{ctx.threshold('femg_min_egfr'):g} mL/min/1.73 m²"
+        shown = estimate_text(a.kidney, ctx.threshold("femg_min_egfr"))
+    lines.append(f"Kidney function allows interpretation (>= {limit}, local policy: FEMg rises in CKD): "
+                 f"{label} {shown} ({a.kidney.formula}).")
     interfering = active_with_class(ctx, "loop-diuretic", "thiazide", "magnesium-supplement")
     if interfering:
         lines += ["", "Ideally measured off supplements and diuretics; active now: " + ", ".join(m.label for m in interfering) + "."]
@@ -186,9 +199,11 @@ def femg_needed(ctx: RuleContext) -> Finding | None:
     missing_codes = [(code, name) for code, _, name in FEMG_TESTS]
     if all(drafted_test(ctx, [code]) for code, _ in missing_codes):
         return None
-    summary = f"Magnesium {mg.value:.2f} mg/dL on {mg.effective.date()}: measure FEMg (urine Mg, urine and serum creatinine)"
+    limit, _ = low_limit(ctx, mg, "magnesium_low")
+    summary = (f"Magnesium {mg.comparator or ''}{mg.value:.{digits_for(mg.value, 2, limit)}f} mg/dL on {mg.effective.date()}: "
+               "measure FEMg (urine Mg, urine and serum creatinine)")
     lines = ["Magnesium is low and the cause is not established by a fractional excretion of magnesium:", "",
-             lab_fact_line(mg, "magnesium"), "", "A FEMg needs, from the same day:"]
+             lab_fact_line(mg, "magnesium", now=ctx.now, cutoffs=(limit,)), "", "A FEMg needs, from the same day:"]
     lines += [f"- missing: {m}" for m in a.missing]
     lines += ["", f"FEMg < {ctx.threshold('femg_renal_wasting'):g} % = the kidney conserves (gut loss or poor absorption); "
                   f"> {ctx.threshold('femg_renal_wasting'):g} % with normal kidney function = renal wasting. "
