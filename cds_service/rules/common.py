@@ -27,15 +27,13 @@ def low_limit(ctx: RuleContext, r: LabResult, default_key: str) -> tuple[float, 
     """The lower limit used for ``r`` and where it came from (the lab's range wins)."""
     if r.ref_low is not None:
         return r.ref_low, "the lab's reference range"
-    t = ctx.knowledge.threshold(default_key)
-    return float(t.value), f"default {t.value} {t.unit} ({t.source})"
+    return float(ctx.knowledge.threshold(default_key).value), "no range on the result: the common lab range"
 
 
 def high_limit(ctx: RuleContext, r: LabResult, default_key: str) -> tuple[float, str]:
     if r.ref_high is not None:
         return r.ref_high, "the lab's reference range"
-    t = ctx.knowledge.threshold(default_key)
-    return float(t.value), f"default {t.value} {t.unit} ({t.source})"
+    return float(ctx.knowledge.threshold(default_key).value), "no range on the result: the common lab range"
 
 
 def is_low(ctx: RuleContext, r: LabResult, default_key: str) -> bool:
