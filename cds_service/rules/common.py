@@ -325,3 +325,12 @@ def obstetric_magnesium(ctx: RuleContext) -> tuple[list, list[MedicationUse]] | 
 def sentence_case(text: str) -> str:
     """Upper-case the first letter only (str.capitalize would lower-case units such as mL/min; 'eGFR' stays)."""
     return text if text.startswith("eGFR") else text[:1].upper() + text[1:]
+
+
+def magnesium_high_now(ctx: RuleContext) -> LabResult | None:
+    """The latest magnesium when it is above range and recent enough to act on (the `hypermagnesemia` card owns it:
+    replacement cards stay silent)."""
+    latest = ctx.record.latest("magnesium")
+    if latest is not None and magnesium_high(ctx, latest) and within_advice_window(ctx, latest):
+        return latest
+    return None

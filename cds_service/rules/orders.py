@@ -19,6 +19,7 @@ from .common import (
     lab_service_request,
     last_measured_text,
     magnesium_high,
+    magnesium_high_now,
     magnesium_is_low,
     magnesium_low,
     magnesium_low_or_unmeasured,
@@ -143,8 +144,8 @@ def order_magnesium_renal(ctx: RuleContext) -> Finding | None:
     in mmol Mg (dose from the structured dosage, frequency from the structured timing or the dosage text), with
     the per-order breakdown; critical when the sum (or a known part of it) exceeds the ceiling."""
     drafts = drafts_with_class(ctx, "magnesium-supplement")
-    if not drafts or not ctx.kidney.below:
-        return None
+    if not drafts or not ctx.kidney.below or magnesium_high_now(ctx) is not None:
+        return None  # with magnesium high now, the hypermagnesemia card asks to remove the drafts
     kf = ctx.kidney
     all_drafts = [m for m in ctx.record.draft_medications if m.has_class("magnesium-supplement")]
     orders = all_drafts + active_with_class(ctx, "magnesium-supplement")
@@ -207,7 +208,7 @@ def order_iv_magnesium(ctx: RuleContext) -> Finding | None:
     low = magnesium_is_low(ctx)
     fresh = recent(ctx, "magnesium", "magnesium_recent_days")
     obstetric = obstetric_magnesium(ctx)
-    if latest is not None and magnesium_high(ctx, latest) and within_advice_window(ctx, latest):
+    if magnesium_high_now(ctx) is not None:
         if obstetric is None or latest.value > ctx.threshold("magnesium_obstetric_max"):
             return None  # the hypermagnesemia card owns it
     lines = ["Drafted IV magnesium sulfate:", ""]

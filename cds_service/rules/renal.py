@@ -10,6 +10,7 @@ from .common import (
     kidney_line,
     kidney_summary,
     sentence_case,
+    magnesium_high_now,
     magnesium_is_low,
     med_line,
 )
@@ -22,6 +23,7 @@ def renal_replacement_caution(ctx: RuleContext) -> Finding | None:
     (magnesium low, a magnesium product active, or one drafted): no aggressive replacement, at most 20 g
     magnesium sulfate per 48 h, frequent levels.
 
+    Silent when magnesium is high now (the `hypermagnesemia` card owns that response).
     When nothing allows a conclusion the card says what is missing, but only when a magnesium order is drafted
     (where it matters); a recorded CKD stage 4 makes that a warning.
     On order hooks: relevant when a drafted order in scope is a magnesium product.
@@ -29,8 +31,8 @@ def renal_replacement_caution(ctx: RuleContext) -> Finding | None:
     drafts = drafts_with_class(ctx, "magnesium-supplement")
     active = active_with_class(ctx, "magnesium-supplement")
     mg = magnesium_is_low(ctx)
-    if not (drafts or active or mg is not None):
-        return None
+    if not (drafts or active or mg is not None) or magnesium_high_now(ctx) is not None:
+        return None  # a high magnesium is the hypermagnesemia card's (stop magnesium), not a replacement question
     kf = ctx.kidney
     context_lines = []
     if mg is not None:
