@@ -77,6 +77,8 @@ def snapshot(rec: PatientRecord) -> dict[str, Any]:
         "conditions": [c.to_fact() for c in rec.conditions],
         "gaps": [g.to_json() for g in rec.gaps],
         "available": rec.available,
+        "unreadable": {k: [u.to_fact() for u in v] for k, v in rec.unreadable.items()},
+        "notes": [g.to_json() for g in rec.notes],
     }
 
 
@@ -167,7 +169,7 @@ class Engine:
             invocation.rules_fired = [f.rule for f in findings]
             invocation.rule_errors = errors
             invocation.cards = cards
-            invocation.gaps = [g.to_json() for g in record.gaps]
+            invocation.gaps = [g.to_json() for g in record.gaps + record.notes]  # notes: audit only, no card
             invocation.facts = {f.rule: list(f.facts) for f in findings}
         return {"cards": cards}, findings
 

@@ -102,12 +102,21 @@ class Rule:
         return self.relevant_to_orders is not None and self.relevant_to_orders(ctx)
 
 
-def fmt_lab(r: LabResult, digits: int = 2) -> str:
-    """'1.10 mg/dL (0.45 mmol/L as reported) on 2026-11-20' style text for cards."""
-    shown = f"{r.value:.{digits}f} {r.unit}"
+def value_text(r: LabResult, digits: int = 2) -> str:
+    """The value as reported: '1.10 mg/dL', '<0.5 mg/dL' (a censored value keeps its comparator and the lab's own
+    digits, never '0.50'), '<0.49 mg/dL (reported <0.2 mmol/L)' after a unit conversion."""
+    cmp = r.comparator or ""
+    if cmp and r.original_unit == r.unit:
+        return f"{cmp}{r.original_value:g} {r.unit}"
+    shown = f"{cmp}{r.value:.{digits}f} {r.unit}"
     if r.original_unit != r.unit:
-        shown += f" (reported {r.original_value:g} {r.original_unit})"
-    return f"{shown} on {r.effective.date().isoformat()}"
+        shown += f" (reported {cmp}{r.original_value:g} {r.original_unit})"
+    return shown
+
+
+def fmt_lab(r: LabResult, digits: int = 2) -> str:
+    """'1.10 mg/dL (reported 0.45 mmol/L) on 2026-11-20' style text for cards (comparators kept: '<0.5 mg/dL')."""
+    return f"{value_text(r, digits)} on {r.effective.date().isoformat()}"
 
 
 def lab_fact_line(r: LabResult, label: str | None = None, digits: int = 2) -> str:

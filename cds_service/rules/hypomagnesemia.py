@@ -1,8 +1,8 @@
 """Low magnesium (patient level)."""
 from __future__ import annotations
 
-from .base import Finding, RuleContext, lab_fact_line
-from .common import GENERAL_OVERRIDES, low_limit, magnesium_is_low, mg_mmol
+from .base import Finding, RuleContext, lab_fact_line, value_text
+from .common import GENERAL_OVERRIDES, below, low_limit, magnesium_is_low, mg_mmol, unreadable_note
 
 
 def ctcae_grade(ctx: RuleContext, value_mg_dl: float) -> int:
@@ -29,16 +29,17 @@ def hypomagnesemia(ctx: RuleContext) -> Finding | None:
         return None
     limit, limit_source = low_limit(ctx, r, "magnesium_low")
     severe = ctx.threshold("magnesium_severe")
-    critical = r.value < severe
+    critical = below(r, severe)
     grade = ctcae_grade(ctx, r.value)
     indicator = "critical" if critical else "warning"
     day = r.effective.date().isoformat()
-    summary = (f"{'Severe h' if critical else 'H'}ypomagnesemia: magnesium {r.value:.2f} mg/dL "
-               f"({mg_mmol(ctx, r.value):.2f} mmol/L) on {day}")
+    summary = (f"{'Severe h' if critical else 'H'}ypomagnesemia: magnesium {value_text(r)} "
+               f"({r.comparator or ''}{mg_mmol(ctx, r.value):.2f} mmol/L) on {day}")
     lines = [
         f"Latest serum magnesium is below range ({limit:.2f} mg/dL, {limit_source}); CTCAE grade {grade}.",
         "",
         lab_fact_line(r, "magnesium"),
+        *unreadable_note(ctx, r),
         "",
         f"Low below the lab range (or below {severe} mg/dL, the guidance's severe threshold).",
     ]
