@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from ..record.derived import Derived, femg, urine_ca_cr_ratio
 from ..record.model import LabResult
-from .base import Action, Finding, RuleContext, Suggestion, lab_fact_line
+from .base import Action, Finding, RuleContext, Suggestion, lab_fact_line, value_text
 from .common import (
     GENERAL_OVERRIDES,
     above,
@@ -316,7 +316,7 @@ def femg_needed(ctx: RuleContext) -> Finding | None:
     missing_codes = [(code, name) for code, _, name in FEMG_TESTS]
     if all(drafted_test(ctx, [code]) for code, _ in missing_codes):
         return None
-    summary = f"Magnesium {mg.value:.2f} mg/dL on {mg.effective.date()}: measure FEMg (urine Mg, urine and serum creatinine)"
+    summary = f"Magnesium {value_text(mg)} on {mg.effective.date()}: measure FEMg (urine Mg, urine and serum creatinine)"
     lines = ["Magnesium is low and the cause is not established by a fractional excretion of magnesium:", "",
              lab_fact_line(mg, "magnesium"), *unreadable_note(ctx, mg), "", "A FEMg needs, from the same day:"]
     lines += [f"- missing: {m}" for m in a.missing]

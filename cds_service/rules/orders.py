@@ -5,14 +5,16 @@ from typing import Any
 
 from ..knowledge import ATC, RXNORM
 from ..record.model import LabResult, MedicationUse
-from .base import Action, Finding, OverrideReason, RuleContext, Suggestion, lab_fact_line
+from .base import Action, Finding, OverrideReason, RuleContext, Suggestion, lab_fact_line, value_text
 from .common import (
     GENERAL_OVERRIDES,
     analyte_codes,
+    below,
+    calcium_status,
+    unreadable_note,
     derived_line,
     drafted_test,
     drafts_with_class,
-    is_high,
     kidney_function,
     lab_service_request,
     magnesium_is_low,
@@ -62,7 +64,7 @@ def order_wasting_drug(ctx: RuleContext) -> Finding | None:
         return None
     k = ctx.knowledge
     names = ", ".join(m.label for m in drafts)
-    summary = f"Drafted {names} wastes magnesium; magnesium is {mg.value:.2f} mg/dL ({mg.effective.date()})"
+    summary = f"Drafted {names} wastes magnesium; magnesium is {value_text(mg)} ({mg.effective.date()})"
     lines = ["Latest magnesium is low:", "", lab_fact_line(mg, "magnesium"), "", "Drafted magnesium-wasting order(s):", ""]
     for m in drafts:
         lines.append(med_line(ctx, m))
@@ -82,7 +84,7 @@ def order_wasting_drug(ctx: RuleContext) -> Finding | None:
 
 def _magnesium_replacement(ctx: RuleContext, mg: LabResult) -> tuple[str, dict[str, Any]]:
     """A draft MedicationRequest for magnesium matched to the severity (IV if severe, else oral at night)."""
-    severe = mg.value < ctx.threshold("magnesium_severe")
+    severe = below(mg, ctx.threshold("magnesium_severe"))
     if severe:
         label = f"Magnesium sulfate IV: {_iv_regimen(ctx)}"
         res = {
@@ -132,7 +134,7 @@ def order_potassium_without_magnesium(ctx: RuleContext) -> Finding | None:
         facts.append(k_latest.to_fact())
     if state == "low":
         assert mg is not None
-        summary = f"Potassium drafted with magnesium {mg.value:.2f} mg/dL ({mg.effective.date()}): correct magnesium first"
+        summary = f"Potassium drafted with magnesium {value_text(mg)} ({mg.effective.date()}): correct magnesium first"
         lines += [lab_fact_line(mg, "magnesium") + " — **low**", "",
                   "Low magnesium keeps potassium low (renal potassium loss): replace magnesium with the potassium."]
         label, res = _magnesium_replacement(ctx, mg)
@@ -232,20 +234,20 @@ def order_iv_magnesium(ctx: RuleContext) -> Finding | None:
         lines.append(f"  - per dose: {d.explanation}" if d is not None else "  - dose not convertible to magnesium sulfate grams")
     lines.append("")
     indicator = "info"
-    if low is not None and low.value < severe:
-        summary = f"IV magnesium for severe hypomagnesemia ({low.value:.2f} mg/dL): {_iv_regimen(ctx)}"
+    if low is not None and below(low, severe):
+        summary = f"IV magnesium for severe hypomagnesemia ({value_text(low)}): {_iv_regimen(ctx)}"
         lines += [lab_fact_line(low, "magnesium") + f" — severe (< {severe:g} mg/dL)", "",
                   f"Severe symptomatic hypomagnesemia: {_iv_regimen(ctx)}. The label allows up to "
                   f"{ctx.threshold('label_mgso4_max_g_per_litre'):g} g (about 40 mEq) in 1 L over 3 h."]
     elif low is not None:
-        summary = f"IV magnesium with magnesium {low.value:.2f} mg/dL ({low.effective.date()}): oral first unless symptomatic"
+        summary = f"IV magnesium with magnesium {value_text(low)} ({low.effective.date()}): oral first unless symptomatic"
         lines += [lab_fact_line(low, "magnesium") + " — low, not severe", "",
                   f"The guidance reserves IV magnesium for severe symptomatic deficiency (< {severe:g} mg/dL) or failure of "
                   "oral replacement (magnesium oxide at night, then alfacalcidol). If IV is needed: up to "
                   f"{ctx.threshold('label_mgso4_max_g_per_litre'):g} g in 1 L over 3 h (label)."]
     elif fresh is not None:
         indicator = "warning"
-        summary = f"IV magnesium drafted but magnesium is {fresh.value:.2f} mg/dL ({fresh.effective.date()}), not low"
+        summary = f"IV magnesium drafted but magnesium is {value_text(fresh)} ({fresh.effective.date()}), not low"
         lines += [lab_fact_line(fresh, "magnesium") + " — not low", "", "Check the indication (hypermagnesemia risk)."]
     else:
         indicator = "warning"
@@ -276,8 +278,9 @@ def order_vitamin_d_analogue(ctx: RuleContext) -> Finding | None:
     drafts = drafts_with_class(ctx, "vitamin-d-analogue")
     if not drafts:
         return None
-    ca = ctx.record.latest("calcium")
-    high = ca is not None and is_high(ctx, ca, "calcium_high")
+    status = calcium_status(ctx)  # ionized (recent) > albumin-corrected > total: the card says which
+    ca = status.inputs[0] if status is not None else None
+    high = status is not None and status.high
     top = ctx.threshold("alfacalcidol_max_ug")
     over = [m for m in drafts if (micrograms(m.dose) or 0) > top]
     names = ", ".join(m.label for m in drafts)
@@ -293,11 +296,11 @@ def order_vitamin_d_analogue(ctx: RuleContext) -> Finding | None:
         lines.append("- no serum calcium in the record: measure a baseline")
         summary = f"{names} drafted: no calcium on record; check calcium weekly at first"
     else:
-        lines.append(lab_fact_line(ca, "calcium") + (" — **above range**" if high else ""))
+        lines += [f"Calcium{' — **above range**' if high else ''}:"] + status.lines() + unreadable_note(ctx, ca)
         if high:
-            summary = f"{names} drafted with calcium already high ({ca.value:.2f} mg/dL, {ca.effective.date()})"
+            summary = f"{names} drafted with calcium already high ({status.label} {status.shown}, {ca.effective.date()})"
         else:
-            summary = f"{names} drafted: check calcium weekly at first (latest {ca.value:.2f} mg/dL, {ca.effective.date()})"
+            summary = f"{names} drafted: check calcium weekly at first (latest {status.label} {status.shown}, {ca.effective.date()})"
     suggestions: tuple[Suggestion, ...] = ()
     if not drafted_test(ctx, analyte_codes(ctx, "calcium")):
         sr = lab_service_request(ctx, "17861-6", "Alfacalcidol/calcitriol: weekly serum calcium", {
@@ -305,7 +308,7 @@ def order_vitamin_d_analogue(ctx: RuleContext) -> Finding | None:
         suggestions = (Suggestion(f"Order serum calcium every {interval} days", (Action("create", "Order serum calcium (LOINC 17861-6), "
                                   f"every {interval} days", sr),), is_recommended=True, key="order-calcium"),)
     warn = high or bool(over)
-    facts = tuple(m.to_fact() for m in drafts) + ((ca.to_fact(),) if ca is not None else ())
+    facts = tuple(m.to_fact() for m in drafts) + (tuple(status.facts()) if status is not None else ())
     return Finding(rule="order-vitamin-d-analogue", indicator="warning" if warn else "info", summary=summary,
                    detail="\n".join(lines), facts=facts, source="guidance", suggestions=suggestions,
                    override_reasons=GENERAL_OVERRIDES if warn else ())

@@ -171,7 +171,7 @@ def _refractory_electrolyte(ctx: RuleContext, rule: str, analyte: str, low_key: 
         return None
     span_days = (run[0].effective - run[-1].effective).total_seconds() / 86400
     if state == "low":
-        mg_text = f"magnesium low ({mg.value:.2f} mg/dL)"
+        mg_text = f"magnesium low ({value_text(mg)})"
     elif mg is None:
         mg_text = "magnesium not measured"
     else:
