@@ -102,15 +102,21 @@ class Rule:
         return self.relevant_to_orders is not None and self.relevant_to_orders(ctx)
 
 
-def value_text(r: LabResult, digits: int = 2) -> str:
-    """The value as reported: '1.10 mg/dL', '<0.5 mg/dL' (a censored value keeps its comparator and the lab's own
-    digits, never '0.50'), '<0.49 mg/dL (reported <0.2 mmol/L)' after a unit conversion."""
+def short_value(r: LabResult, digits: int = 2) -> str:
+    """The value in the canonical unit for summaries: '1.10 mg/dL'; a censored value keeps its comparator (and the
+    lab's own digits when the unit is unchanged): '<0.5 mg/dL', never '0.50'."""
     cmp = r.comparator or ""
     if cmp and r.original_unit == r.unit:
         return f"{cmp}{r.original_value:g} {r.unit}"
-    shown = f"{cmp}{r.value:.{digits}f} {r.unit}"
+    return f"{cmp}{r.value:.{digits}f} {r.unit}"
+
+
+def value_text(r: LabResult, digits: int = 2) -> str:
+    """The value as reported, for card details: ``short_value`` plus the reported value after a unit conversion
+    ('<0.49 mg/dL (reported <0.2 mmol/L)')."""
+    shown = short_value(r, digits)
     if r.original_unit != r.unit:
-        shown += f" (reported {cmp}{r.original_value:g} {r.original_unit})"
+        shown += f" (reported {r.comparator or ''}{r.original_value:g} {r.original_unit})"
     return shown
 
 

@@ -5,13 +5,12 @@ from dataclasses import dataclass
 
 from ..record.derived import Derived, femg, urine_ca_cr_ratio
 from ..record.model import LabResult
-from .base import Action, Finding, RuleContext, Suggestion, lab_fact_line, value_text
+from .base import Action, Finding, RuleContext, Suggestion, lab_fact_line, short_value
 from .common import (
     GENERAL_OVERRIDES,
     above,
     active_with_class,
     derived_value,
-    fmt_value,
     unreadable_facts,
     unreadable_note,
     analyte_codes,
@@ -124,7 +123,7 @@ def _urine_24h_lines(ctx: RuleContext, u: UrineMagnesium24h) -> list[str]:
                None: f"censored value that straddles {u.threshold:g} mg/day: indeterminate"}[u.wasting]
     return [lab_fact_line(u.urine, "24-hour urine magnesium", 0) + f" — {verdict}",
             lab_fact_line(u.serum, "serum magnesium of the same period") + " — low",
-            *unreadable_note(ctx, u.urine),
+            *unreadable_note(ctx, u.urine), "",
             f"_A 24-hour urine magnesium above {u.threshold:g} mg (1 mmol) a day while serum magnesium is low means the "
             "kidney is losing magnesium; it reads best off magnesium supplements and diuretics. Pairing window (local "
             f"policy): serum magnesium within {ctx.policy('urine_mg_24h_serum_pair_max_hours')} h of the collection._"]
@@ -316,7 +315,7 @@ def femg_needed(ctx: RuleContext) -> Finding | None:
     missing_codes = [(code, name) for code, _, name in FEMG_TESTS]
     if all(drafted_test(ctx, [code]) for code, _ in missing_codes):
         return None
-    summary = f"Magnesium {value_text(mg)} on {mg.effective.date()}: measure FEMg (urine Mg, urine and serum creatinine)"
+    summary = f"Magnesium {short_value(mg)} on {mg.effective.date()}: measure FEMg (urine Mg, urine and serum creatinine)"
     lines = ["Magnesium is low and the cause is not established by a fractional excretion of magnesium:", "",
              lab_fact_line(mg, "magnesium"), *unreadable_note(ctx, mg), "", "A FEMg needs, from the same day:"]
     lines += [f"- missing: {m}" for m in a.missing]
@@ -340,7 +339,7 @@ def _femg_indeterminate(ctx: RuleContext, mg: LabResult, d: Derived) -> Finding 
     which answers the same question (unless one is drafted)."""
     cut = ctx.threshold("femg_renal_wasting")
     censored = [i for i in d.inputs if i.censored]
-    summary = (f"Magnesium {fmt_value(mg)} on {mg.effective.date()}: FEMg of {d.inputs[0].effective.date()} is "
+    summary = (f"Magnesium {short_value(mg)} on {mg.effective.date()}: FEMg of {d.inputs[0].effective.date()} is "
                f"indeterminate (censored {', '.join(i.analyte.replace('_', ' ') for i in censored)}): measure a 24-hour urine magnesium")
     lines = ["Magnesium is low and the FEMg cannot tell renal from extrarenal loss: a value reported as a bound cannot be "
              f"used as an exact number, and the bound it gives does not fall on one side of {cut:g} %.", "",

@@ -1,7 +1,7 @@
 """Low magnesium (patient level)."""
 from __future__ import annotations
 
-from .base import Finding, RuleContext, lab_fact_line, value_text
+from .base import Finding, RuleContext, lab_fact_line, short_value
 from .common import GENERAL_OVERRIDES, below, low_limit, magnesium_is_low, mg_mmol, unreadable_note
 
 
@@ -33,7 +33,7 @@ def hypomagnesemia(ctx: RuleContext) -> Finding | None:
     grade = ctcae_grade(ctx, r.value)
     indicator = "critical" if critical else "warning"
     day = r.effective.date().isoformat()
-    summary = (f"{'Severe h' if critical else 'H'}ypomagnesemia: magnesium {value_text(r)} "
+    summary = (f"{'Severe h' if critical else 'H'}ypomagnesemia: magnesium {short_value(r)} "
                f"({r.comparator or ''}{mg_mmol(ctx, r.value):.2f} mmol/L) on {day}")
     lines = [
         f"Latest serum magnesium is below range ({limit:.2f} mg/dL, {limit_source}); CTCAE grade {grade}.",

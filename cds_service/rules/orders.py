@@ -5,7 +5,7 @@ from typing import Any
 
 from ..knowledge import ATC, RXNORM
 from ..record.model import LabResult, MedicationUse
-from .base import Action, Finding, OverrideReason, RuleContext, Suggestion, lab_fact_line, value_text
+from .base import Action, Finding, OverrideReason, RuleContext, Suggestion, lab_fact_line, short_value
 from .common import (
     GENERAL_OVERRIDES,
     analyte_codes,
@@ -64,7 +64,7 @@ def order_wasting_drug(ctx: RuleContext) -> Finding | None:
         return None
     k = ctx.knowledge
     names = ", ".join(m.label for m in drafts)
-    summary = f"Drafted {names} wastes magnesium; magnesium is {value_text(mg)} ({mg.effective.date()})"
+    summary = f"Drafted {names} wastes magnesium; magnesium is {short_value(mg)} ({mg.effective.date()})"
     lines = ["Latest magnesium is low:", "", lab_fact_line(mg, "magnesium"), "", "Drafted magnesium-wasting order(s):", ""]
     for m in drafts:
         lines.append(med_line(ctx, m))
@@ -134,8 +134,8 @@ def order_potassium_without_magnesium(ctx: RuleContext) -> Finding | None:
         facts.append(k_latest.to_fact())
     if state == "low":
         assert mg is not None
-        summary = f"Potassium drafted with magnesium {value_text(mg)} ({mg.effective.date()}): correct magnesium first"
-        lines += [lab_fact_line(mg, "magnesium") + " — **low**", "",
+        summary = f"Potassium drafted with magnesium {short_value(mg)} ({mg.effective.date()}): correct magnesium first"
+        lines += [lab_fact_line(mg, "magnesium") + " — **low**", *unreadable_note(ctx, mg), "",
                   "Low magnesium keeps potassium low (renal potassium loss): replace magnesium with the potassium."]
         label, res = _magnesium_replacement(ctx, mg)
         crcl, _ = kidney_function(ctx)
@@ -235,19 +235,19 @@ def order_iv_magnesium(ctx: RuleContext) -> Finding | None:
     lines.append("")
     indicator = "info"
     if low is not None and below(low, severe):
-        summary = f"IV magnesium for severe hypomagnesemia ({value_text(low)}): {_iv_regimen(ctx)}"
+        summary = f"IV magnesium for severe hypomagnesemia ({short_value(low)}): {_iv_regimen(ctx)}"
         lines += [lab_fact_line(low, "magnesium") + f" — severe (< {severe:g} mg/dL)", "",
                   f"Severe symptomatic hypomagnesemia: {_iv_regimen(ctx)}. The label allows up to "
                   f"{ctx.threshold('label_mgso4_max_g_per_litre'):g} g (about 40 mEq) in 1 L over 3 h."]
     elif low is not None:
-        summary = f"IV magnesium with magnesium {value_text(low)} ({low.effective.date()}): oral first unless symptomatic"
+        summary = f"IV magnesium with magnesium {short_value(low)} ({low.effective.date()}): oral first unless symptomatic"
         lines += [lab_fact_line(low, "magnesium") + " — low, not severe", "",
                   f"The guidance reserves IV magnesium for severe symptomatic deficiency (< {severe:g} mg/dL) or failure of "
                   "oral replacement (magnesium oxide at night, then alfacalcidol). If IV is needed: up to "
                   f"{ctx.threshold('label_mgso4_max_g_per_litre'):g} g in 1 L over 3 h (label)."]
     elif fresh is not None:
         indicator = "warning"
-        summary = f"IV magnesium drafted but magnesium is {value_text(fresh)} ({fresh.effective.date()}), not low"
+        summary = f"IV magnesium drafted but magnesium is {short_value(fresh)} ({fresh.effective.date()}), not low"
         lines += [lab_fact_line(fresh, "magnesium") + " — not low", "", "Check the indication (hypermagnesemia risk)."]
     else:
         indicator = "warning"

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..record.model import MedicationUse
-from .base import Finding, RuleContext, lab_fact_line, value_text
+from .base import Finding, RuleContext, lab_fact_line, short_value
 from .common import (
     CalciumStatus,
     calcium_from_result,
@@ -171,12 +171,12 @@ def _refractory_electrolyte(ctx: RuleContext, rule: str, analyte: str, low_key: 
         return None
     span_days = (run[0].effective - run[-1].effective).total_seconds() / 86400
     if state == "low":
-        mg_text = f"magnesium low ({value_text(mg)})"
+        mg_text = f"magnesium low ({short_value(mg)})"
     elif mg is None:
         mg_text = "magnesium not measured"
     else:
         mg_text = f"magnesium not measured since {mg.effective.date()}"
-    shown = f"{status.label} {status.shown}" if status is not None else f"{analyte} {value_text(latest, digits)}"
+    shown = f"{status.label} {status.shown}" if status is not None else f"{analyte} {short_value(latest, digits)}"
     summary = (f"Refractory hypo{name}: {shown} on {latest.effective.date()} on "
                f"replacement, {mg_text}: correct magnesium first")
     lines = [f"{analyte.replace('_', ' ').capitalize()} has stayed low on {len(run)} results over {span_days:.0f} days while it is being replaced:", ""]
