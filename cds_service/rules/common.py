@@ -3,14 +3,14 @@ persistence of low results, kidney function, medication lines and the override r
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Iterable
 
 from ..knowledge import LOINC
 from ..record.derived import Derived, censored_bound, corrected_calcium, creatinine_clearance, egfr_from_creatinine
 from ..record.model import LabResult, MedicationUse
-from .base import OverrideReason, RuleContext, value_text
+from .base import Finding, OverrideReason, RuleContext, value_text
 
 # Classes of drafted orders that make the patient-level magnesium picture relevant to the prescriber.
 ELECTROLYTE_CLASSES = ("magnesium-supplement", "potassium-supplement", "calcium-supplement", "vitamin-d-analogue")
@@ -387,3 +387,30 @@ def calcium_series(ctx: RuleContext) -> tuple[str, list[LabResult]]:
         return "ionized", ctx.record.results("calcium_ionized")
     merged = ctx.record.results("calcium") + ctx.record.results("calcium_corrected")
     return "total-or-corrected", sorted(merged, key=lambda r: r.effective, reverse=True)
+
+
+def with_unreadable_named(ctx: RuleContext, finding: Finding) -> Finding:
+    """Safety net for every rule: each analyte whose value a card uses (its lab facts, and the inputs of derived
+    facts) gets the newer results that could not be read named on the card, unless the rule already named them."""
+    newest: dict[str, datetime] = {}
+
+    def visit(fact: dict[str, Any]) -> None:
+        if fact.get("kind") == "lab" and isinstance(fact.get("analyte"), str) and isinstance(fact.get("effective"), str):
+            when = datetime.fromisoformat(fact["effective"])
+            if fact["analyte"] not in newest or when > newest[fact["analyte"]]:
+                newest[fact["analyte"]] = when
+        for sub in fact.get("inputs") or ():
+            if isinstance(sub, dict):
+                visit(sub)
+
+    for fact in finding.facts:
+        if isinstance(fact, dict):
+            visit(fact)
+    missing = [u for analyte, when in newest.items() for u in ctx.record.newer_unreadable(analyte, when)
+               if u.source.reference not in finding.detail]
+    if not missing:
+        return finding
+    lines = [f"- _a newer {u.analyte.replace('_', ' ')} result of {u.effective.date().isoformat()} could not be read "
+             f"({u.reason}): {u.source.reference}; an older value is used above_" for u in missing]
+    return replace(finding, detail=finding.detail + "\n\nNot used:\n" + "\n".join(lines),
+                   facts=finding.facts + tuple(u.to_fact() for u in missing))

@@ -274,7 +274,8 @@ def order_iv_magnesium(ctx: RuleContext) -> Finding | None:
 
 def order_vitamin_d_analogue(ctx: RuleContext) -> Finding | None:
     """Drafted alfacalcidol or calcitriol: weekly calcium checks at first (suggested as a ServiceRequest), and
-    a warning when the latest calcium is already above range or a dose exceeds 9 µg."""
+    a warning when calcium is already above range (judged on a recent ionized calcium, else albumin-corrected, else
+    total calcium; the card says which) or a dose exceeds 9 µg."""
     drafts = drafts_with_class(ctx, "vitamin-d-analogue")
     if not drafts:
         return None

@@ -217,3 +217,20 @@ def test_unreadable_results_and_notes_survive_the_audit_snapshot():
     back = record_from_snapshot(snapshot(rec), K)
     assert back.unreadable == rec.unreadable and back.notes == rec.notes
     assert run("hypomagnesemia", back).detail == run("hypomagnesemia", rec).detail
+
+
+def test_every_card_names_newer_unreadable_results_of_the_values_it_uses():
+    """The engine's safety net: a rule that does not name them itself (here magnesium-wasting-drug) still does."""
+    from cds_service.engine import evaluate_rules
+    from rules_factory import med
+
+    rec = _build(_obs("old", 1.4, day="2026-11-20T08:00:00Z"), _obs("nv", None, day="2026-11-24T08:00:00Z"))
+    rec.medications = [med("furosemide", start=ago(200), route="oral")]
+    findings, _, errors = evaluate_rules(ctx(rec))
+    assert not errors
+    by_rule = {f.rule: f for f in findings}
+    wasting = by_rule["magnesium-wasting-drug"]
+    assert "a newer magnesium result of 2026-11-24 could not be read (no numeric value): Observation/nv" in wasting.detail
+    assert any(f.get("kind") == "unreadable-lab" for f in wasting.facts)
+    # named once, not again by the safety net, on the card whose rule names it itself
+    assert by_rule["hypomagnesemia"].detail.count("Observation/nv") == 1
