@@ -4,6 +4,9 @@ was judged, and the 24-hour urine as the source of the renal-wasting conclusion.
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import select
+
+from cds_service.audit.schema import InvocationRow
 
 from cds_service.definitions import load_definitions
 from cds_service.config import Settings
@@ -78,3 +81,31 @@ def test_a_24_hour_urine_magnesium_concludes_without_a_femg(client, catalog):
     assert "urine-mg-24h" not in card["detail"] and "Magnesium in Urine" in card["detail"]  # the cited source
     conserving = _cards(client, catalog, "mg-urine24h-conserving-67")
     assert "femg-needed" not in conserving and "from the 24-hour urine" in conserving["femg-extrarenal-loss"]["summary"]
+
+
+
+def test_an_ehr_sending_two_versions_and_a_resend_gets_the_latest_counted_once_and_audited(app):
+    """Over HTTP with the audit store: the prefetch carries an Observation's first and corrected versions (the
+    corrected one first) and the same result again under another id: the corrected value decides, the resend counts
+    once, and both are noted in the audit, not on a card."""
+    from helpers.fhir import bundle, full_prefetch, hook_request, magnesium, rules_of
+
+    first = dict(magnesium("mg-v", 0.9, when="2026-11-24T08:00:00Z"), meta={"versionId": "1"})
+    corrected = dict(magnesium("mg-v", 1.5, when="2026-11-24T08:00:00Z"), meta={"versionId": "2"}, status="corrected")
+    resend = magnesium("mg-resend", 1.5, when="2026-11-24T08:00:00Z")
+    prefetch = full_prefetch([corrected, resend])
+    prefetch["observations"]["entry"] += bundle(first)["entry"]
+    resp = app.test_client().post("/cds-services/magnesium-patient-view", json=hook_request(prefetch=prefetch))
+    assert resp.status_code == 200, resp.get_json()
+    body = resp.get_json()
+    assert "data-gaps" not in rules_of(body)
+    hypo = next(c for c in body["cards"] if c["source"]["topic"]["code"] == "hypomagnesemia")
+    assert "1.50 mg/dL" in hypo["summary"] and hypo["indicator"] == "warning"  # not the superseded 0.9 (critical)
+    store = app.extensions["cds"].store
+    assert store.flush(), "audit queue did not drain"
+    with store.sessions() as session:
+        [row] = session.execute(select(InvocationRow)).scalars().all()
+    kinds = sorted(g["kind"] for g in row.record_snapshot["notes"])
+    assert kinds == ["duplicate-result", "version-superseded"]
+    assert [r["source"]["id"] for r in row.record_snapshot["labs"]["magnesium"]] == ["mg-v"]
+    assert sorted(g["kind"] for g in row.gaps) == kinds
