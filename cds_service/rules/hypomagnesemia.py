@@ -1,6 +1,8 @@
 """Low magnesium (patient level)."""
 from __future__ import annotations
 
+import math
+
 from .base import Finding, RuleContext, lab_fact_line, short_value
 from .common import GENERAL_OVERRIDES, below, low_limit, magnesium_is_low, mg_mmol, unreadable_note
 
@@ -30,13 +32,15 @@ def hypomagnesemia(ctx: RuleContext) -> Finding | None:
     limit, limit_source = low_limit(ctx, r, "magnesium_low")
     severe = ctx.threshold("magnesium_severe")
     critical = below(r, severe)
-    grade = ctcae_grade(ctx, r.value)
+    # a censored "<0.9" lies below 0.9 (grade 3 at least): grade the largest value it allows, say "at least"
+    grade = ctcae_grade(ctx, math.nextafter(r.value, 0.0) if r.comparator == "<" else r.value)
+    at_least = "at least " if r.comparator in ("<", "<=") and grade < 4 else ""
     indicator = "critical" if critical else "warning"
     day = r.effective.date().isoformat()
     summary = (f"{'Severe h' if critical else 'H'}ypomagnesemia: magnesium {short_value(r)} "
                f"({r.comparator or ''}{mg_mmol(ctx, r.value):.2f} mmol/L) on {day}")
     lines = [
-        f"Latest serum magnesium is below range ({limit:.2f} mg/dL, {limit_source}); CTCAE grade {grade}.",
+        f"Latest serum magnesium is below range ({limit:.2f} mg/dL, {limit_source}); CTCAE grade {at_least}{grade}.",
         "",
         lab_fact_line(r, "magnesium"),
         *unreadable_note(ctx, r),

@@ -234,3 +234,9 @@ def test_every_card_names_newer_unreadable_results_of_the_values_it_uses():
     assert any(f.get("kind") == "unreadable-lab" for f in wasting.facts)
     # named once, not again by the safety net, on the card whose rule names it itself
     assert by_rule["hypomagnesemia"].detail.count("Observation/nv") == 1
+
+
+def test_a_censored_magnesium_is_graded_by_the_largest_value_it_allows():
+    f = run("hypomagnesemia", record(lab("magnesium", 0.9, comparator="<", at=ago(1))))
+    assert "CTCAE grade at least 3" in f.detail  # "<0.9" is below 0.9: grade 3 or 4, never 2
+    assert "CTCAE grade 2." in run("hypomagnesemia", record(lab("magnesium", 0.9, at=ago(1)))).detail
