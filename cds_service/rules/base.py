@@ -156,14 +156,29 @@ def display_unit(unit: str) -> str:
     return _UNIT_DISPLAY.get(unit, unit)
 
 
-def fmt_lab(r: LabResult, digits: int = 2, now: datetime | None = None, cutoffs: tuple[float, ...] = ()) -> str:
-    """'1.10 mg/dL (reported 0.45 mmol/L) on 2026-11-20 (5 days ago)' style text for cards."""
+def short_value(r: LabResult, digits: int = 2, cutoffs: tuple[float, ...] = ()) -> str:
+    """The value in the canonical unit for summaries: '1.10 mg/dL'; a censored value keeps its comparator (and the
+    lab's own digits when the unit is unchanged): '<0.5 mg/dL', never '0.50'. Near a cut-off, enough digits."""
+    cmp = r.comparator or ""
+    if cmp and r.original_unit == r.unit:
+        return f"{cmp}{r.original_value:g} {display_unit(r.unit)}"
     d = digits_for(r.value, digits, *cutoffs)
-    shown = f"{r.comparator or ''}{r.value:.{d}f} {display_unit(r.unit)}"
+    return f"{cmp}{r.value:.{d}f} {display_unit(r.unit)}"
+
+
+def value_text(r: LabResult, digits: int = 2, cutoffs: tuple[float, ...] = ()) -> str:
+    """The value as reported, for card details: ``short_value`` plus the reported value after a unit conversion
+    ('<0.49 mg/dL (reported <0.2 mmol/L)')."""
+    shown = short_value(r, digits, cutoffs)
     if r.original_unit != r.unit:
         shown += f" (reported {r.comparator or ''}{r.original_value:g} {display_unit(r.original_unit)})"
+    return shown
+
+
+def fmt_lab(r: LabResult, digits: int = 2, now: datetime | None = None, cutoffs: tuple[float, ...] = ()) -> str:
+    """'1.10 mg/dL (reported 0.45 mmol/L) on 2026-11-20 (5 days ago)' style text for cards (comparators kept)."""
     age = days_ago_text(now, r.effective)
-    return f"{shown} on {r.effective.date().isoformat()}" + (f" ({age})" if age else "")
+    return f"{value_text(r, digits, cutoffs)} on {r.effective.date().isoformat()}" + (f" ({age})" if age else "")
 
 
 def lab_fact_line(r: LabResult, label: str | None = None, digits: int = 2, now: datetime | None = None,

@@ -1,16 +1,20 @@
 """Low magnesium (patient level)."""
 from __future__ import annotations
 
-from .base import Action, Finding, RuleContext, Suggestion, lab_fact_line, shown_pair
+import math
+
+from .base import Action, Finding, RuleContext, Suggestion, lab_fact_line, short_value, shown_pair
 from .common import (
     GENERAL_OVERRIDES,
     analyte_codes,
+    below,
     drafted_test,
     lab_service_request,
     low_limit,
     magnesium_is_low,
     mg_mmol,
     stale_low_magnesium,
+    unreadable_note,
 )
 from .regimens import iv_regimen_text, oral_regimen, paediatric_text
 
@@ -41,18 +45,23 @@ def hypomagnesemia(ctx: RuleContext) -> Finding | None:
         return _stale(ctx)
     limit, limit_source = low_limit(ctx, r, "magnesium_low")
     severe = ctx.threshold("magnesium_severe")
-    critical = r.value < severe
-    grade = ctcae_grade(ctx, r.value)
+    critical = below(r, severe)
+    # a censored "<0.9" lies below 0.9 (grade 3 at least): grade the largest value it allows, say "at least"
+    grade = ctcae_grade(ctx, math.nextafter(r.value, 0.0) if r.comparator == "<" else r.value)
+    at_least = "at least " if r.comparator in ("<", "<=") and grade < 4 else ""
     indicator = "critical" if critical else "warning"
     day = r.effective.date().isoformat()
     value, shown_limit = shown_pair(r.value, limit, 2)
+    value = short_value(r) if r.comparator else f"{value} mg/dL"
     mmol, _ = shown_pair(mg_mmol(ctx, r.value), mg_mmol(ctx, limit), 2)
-    summary = (f"{'Severe h' if critical else 'H'}ypomagnesemia: magnesium {r.comparator or ''}{value} mg/dL "
+    summary = (f"{'Severe h' if critical else 'H'}ypomagnesemia: magnesium {value} "
                f"({r.comparator or ''}{mmol} mmol/L) on {day}")
     lines = [
-        f"Latest serum magnesium is below the lower limit {shown_limit} mg/dL ({limit_source}); CTCAE grade {grade}.",
+        f"Latest serum magnesium is below the lower limit {shown_limit} mg/dL ({limit_source}); "
+        f"CTCAE grade {at_least}{grade}.",
         "",
         lab_fact_line(r, "magnesium", now=ctx.now, cutoffs=(limit, severe)),
+        *unreadable_note(ctx, r),
         "",
     ]
     if ctx.child:

@@ -5,17 +5,20 @@ from typing import Any
 
 from ..knowledge import ATC, RXNORM
 from ..record.model import LabResult, MedicationUse
-from .base import Action, Finding, OverrideReason, RuleContext, Suggestion, lab_fact_line
+from .base import Action, Finding, OverrideReason, RuleContext, Suggestion, lab_fact_line, short_value
 from .common import (
     GENERAL_OVERRIDES,
     active_with_class,
     analyte_codes,
+    below,
+    calcium_status,
     drafted_test,
     drafts_with_class,
     is_high,
     kidney_line,
     kidney_summary,
     sentence_case,
+    unreadable_note,
     lab_service_request,
     last_measured_text,
     magnesium_high,
@@ -63,7 +66,7 @@ def order_wasting_drug(ctx: RuleContext) -> Finding | None:
         return None
     k = ctx.knowledge
     names = ", ".join(m.label for m in drafts)
-    summary = f"Drafted {names} wastes magnesium; magnesium is {mg.value:.2f} mg/dL ({mg.effective.date()})"
+    summary = f"Drafted {names} wastes magnesium; magnesium is {short_value(mg)} ({mg.effective.date()})"
     lines = ["Latest magnesium is low:", "", lab_fact_line(mg, "magnesium"), "", "Drafted magnesium-wasting order(s):", ""]
     for m in drafts:
         lines.append(med_line(ctx, m))
@@ -108,8 +111,8 @@ def order_potassium_without_magnesium(ctx: RuleContext) -> Finding | None:
     suggestions: tuple[Suggestion, ...] = ()
     if state == "low":
         assert mg is not None
-        summary = f"Potassium drafted with magnesium {mg.value:.2f} mg/dL ({mg.effective.date()}): correct magnesium first"
-        lines += [lab_fact_line(mg, "magnesium", now=ctx.now) + " — **low**", "",
+        summary = f"Potassium drafted with magnesium {short_value(mg)} ({mg.effective.date()}): correct magnesium first"
+        lines += [lab_fact_line(mg, "magnesium", now=ctx.now) + " — **low**", *unreadable_note(ctx, mg), "",
                   "Low magnesium keeps potassium low (renal potassium loss): replace magnesium with the potassium."]
         regimen = _magnesium_replacement(ctx, mg)
         if regimen is None:
@@ -221,16 +224,17 @@ def order_iv_magnesium(ctx: RuleContext) -> Finding | None:
     regimen = iv_regimen_text(ctx)
     if obstetric is not None and latest is not None and fresh is not None and not magnesium_low(ctx, latest):
         lo, hi = ctx.threshold("magnesium_obstetric_min"), ctx.threshold("magnesium_obstetric_max")
-        summary = (f"Obstetric magnesium sulfate: magnesium {latest.value:.2f} mg/dL ({latest.effective.date()}); "
+        summary = (f"Obstetric magnesium sulfate: magnesium {short_value(latest)} ({latest.effective.date()}); "
                    f"label range {lo:g}-{hi:g} mg/dL")
         lines += [lab_fact_line(latest, "magnesium", now=ctx.now), "",
                   "Obstetric context: " + ", ".join(f"{c.label} ({c.source.reference})" for c in obstetric[0]) + ".",
                   f"Concentrations of {lo:g}-{hi:g} mg/dL (2.5-5 mEq/L) usually control convulsions (label); reflexes "
                   f"diminish above {ctx.threshold('magnesium_reflexes_diminish'):g} mg/dL."]
-    elif low is not None and low.value < severe:
-        summary = (f"IV magnesium for severe hypomagnesemia ({low.value:.2f} mg/dL, {low.effective.date()})"
+    elif low is not None and below(low, severe):
+        summary = (f"IV magnesium for severe hypomagnesemia ({short_value(low)}, {low.effective.date()})"
                    + (f": {regimen}" if regimen and not ctx.kidney.below else ": reduced regimen, see card" if regimen else ""))
-        lines += [lab_fact_line(low, "magnesium", now=ctx.now, cutoffs=(severe,)) + f" — severe (< {severe:g} mg/dL)", ""]
+        lines += [lab_fact_line(low, "magnesium", now=ctx.now, cutoffs=(severe,)) + f" — severe (< {severe:g} mg/dL)",
+                  *unreadable_note(ctx, low), ""]
         if regimen is None:
             lines.append(paediatric_text(ctx))
         else:
@@ -238,7 +242,7 @@ def order_iv_magnesium(ctx: RuleContext) -> Finding | None:
                          f" The label allows up to {ctx.threshold('label_mgso4_max_g_per_litre'):g} g (about 40 mEq) in "
                          "1 L over 3 h."))
     elif low is not None:
-        summary = f"IV magnesium with magnesium {low.value:.2f} mg/dL ({low.effective.date()}): oral first unless symptomatic"
+        summary = f"IV magnesium with magnesium {short_value(low)} ({low.effective.date()}): oral first unless symptomatic"
         lines += [lab_fact_line(low, "magnesium", now=ctx.now, cutoffs=(severe,)) + " — low, not severe", "",
                   f"The guidance reserves IV magnesium for severe symptomatic deficiency (< {severe:g} mg/dL) or failure of "
                   "oral replacement (magnesium oxide at night, then alfacalcidol)."]
@@ -246,7 +250,7 @@ def order_iv_magnesium(ctx: RuleContext) -> Finding | None:
             lines.append(paediatric_text(ctx))
     elif fresh is not None:
         indicator = "warning"
-        summary = f"IV magnesium drafted while magnesium is in range ({fresh.value:.2f} mg/dL, {fresh.effective.date()})"
+        summary = f"IV magnesium drafted while magnesium is in range ({short_value(fresh)}, {fresh.effective.date()})"
         lines += [lab_fact_line(fresh, "magnesium", now=ctx.now) + " — within range", "",
                   "Check the indication (hypermagnesemia risk)."]
     else:
@@ -264,12 +268,14 @@ def order_iv_magnesium(ctx: RuleContext) -> Finding | None:
 
 def order_vitamin_d_analogue(ctx: RuleContext) -> Finding | None:
     """Drafted alfacalcidol or calcitriol: weekly calcium checks at first (suggested as a ServiceRequest), and
-    a warning when the latest calcium is already above range or a dose exceeds 9 µg."""
+    a warning when calcium is already above range (judged on a recent ionized calcium, else albumin-corrected, else
+    total calcium; the card says which) or a dose exceeds 9 µg."""
     drafts = drafts_with_class(ctx, "vitamin-d-analogue")
     if not drafts:
         return None
-    ca = ctx.record.latest("calcium")
-    high = ca is not None and is_high(ctx, ca, "calcium_high")
+    status = calcium_status(ctx)  # ionized (recent) > albumin-corrected > total: the card says which
+    ca = status.inputs[0] if status is not None else None
+    high = status is not None and status.high
     top = ctx.threshold("alfacalcidol_max_ug")
     over = [m for m in drafts if (micrograms(m.dose) or 0) > top]
     names = ", ".join(m.label for m in drafts)
@@ -285,11 +291,11 @@ def order_vitamin_d_analogue(ctx: RuleContext) -> Finding | None:
         lines.append("- no serum calcium in the record: measure a baseline")
         summary = f"{names} drafted: no calcium on record; check calcium weekly at first"
     else:
-        lines.append(lab_fact_line(ca, "calcium") + (" — **above range**" if high else ""))
+        lines += [f"Calcium{' — **above range**' if high else ''}:"] + status.lines() + unreadable_note(ctx, ca)
         if high:
-            summary = f"{names} drafted with calcium already high ({ca.value:.2f} mg/dL, {ca.effective.date()})"
+            summary = f"{names} drafted with calcium already high ({status.label} {status.shown}, {ca.effective.date()})"
         else:
-            summary = f"{names} drafted: check calcium weekly at first (latest {ca.value:.2f} mg/dL, {ca.effective.date()})"
+            summary = f"{names} drafted: check calcium weekly at first (latest {status.label} {status.shown}, {ca.effective.date()})"
     suggestions: tuple[Suggestion, ...] = ()
     if not drafted_test(ctx, analyte_codes(ctx, "calcium")):
         sr = lab_service_request(ctx, "17861-6", "Alfacalcidol/calcitriol: weekly serum calcium", {
@@ -297,7 +303,7 @@ def order_vitamin_d_analogue(ctx: RuleContext) -> Finding | None:
         suggestions = (Suggestion(f"Order serum calcium every {interval} days", (Action("create", "Order serum calcium (LOINC 17861-6), "
                                   f"every {interval} days", sr),), is_recommended=True, key="order-calcium"),)
     warn = high or bool(over)
-    facts = tuple(m.to_fact() for m in drafts) + ((ca.to_fact(),) if ca is not None else ())
+    facts = tuple(m.to_fact() for m in drafts) + (tuple(status.facts()) if status is not None else ())
     return Finding(rule="order-vitamin-d-analogue", indicator="warning" if warn else "info", summary=summary,
                    detail="\n".join(lines), facts=facts, source="guidance", suggestions=suggestions,
                    override_reasons=GENERAL_OVERRIDES if warn else ())

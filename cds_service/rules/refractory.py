@@ -2,8 +2,14 @@
 from __future__ import annotations
 
 from ..record.model import MedicationUse
-from .base import Finding, RuleContext, days_ago_text, lab_fact_line
+from .base import Finding, RuleContext, days_ago_text, lab_fact_line, short_value
 from .common import (
+    CalciumStatus,
+    calcium_from_result,
+    calcium_series,
+    calcium_status,
+    unreadable_facts,
+    unreadable_note,
     GENERAL_OVERRIDES,
     active_with_class,
     has_night_dosing,
@@ -171,9 +177,13 @@ def refractory_hypomagnesemia(ctx: RuleContext) -> Finding | None:
 
 
 def _refractory_electrolyte(ctx: RuleContext, rule: str, analyte: str, low_key: str, supplement_class: str,
-                            name: str, unit: str, digits: int, mechanism: str) -> Finding | None:
-    run = persistent_low(ctx, analyte, low_key, count_policy="electrolyte_refractory_min_low_results",
-                         span_policy="electrolyte_refractory_min_span_hours", window_policy="refractory_window_days")
+                            name: str, unit: str, digits: int, mechanism: str, low=None, results=None,
+                            status: CalciumStatus | None = None) -> Finding | None:
+    """``low``/``results``: how each result is judged and which results count (calcium: ionized or albumin-corrected);
+    ``status``: the calcium judgement now, said on the card."""
+    run = persistent_low(ctx, analyte, low_key, low=low, count_policy="electrolyte_refractory_min_low_results",
+                         span_policy="electrolyte_refractory_min_span_hours", window_policy="refractory_window_days",
+                         results=results)
     if run is None:
         return None
     latest = run[0]
@@ -185,15 +195,25 @@ def _refractory_electrolyte(ctx: RuleContext, rule: str, analyte: str, low_key: 
         return None
     span_days = (run[0].effective - run[-1].effective).total_seconds() / 86400
     if state == "low":
-        mg_text = f"magnesium low ({mg.value:.2f} mg/dL)"
+        mg_text = f"magnesium low ({short_value(mg)})"
     elif mg is None:
         mg_text = "magnesium not measured"
     else:
         mg_text = f"magnesium not measured since {mg.effective.date()}"
-    summary = (f"Refractory hypo{name}: {analyte} {latest.value:.{digits}f} {unit} on {latest.effective.date()} on "
+    shown = f"{status.label} {status.shown}" if status is not None else f"{analyte} {short_value(latest, digits)}"
+    summary = (f"Refractory hypo{name}: {shown} on {latest.effective.date()} on "
                f"replacement, {mg_text}: correct magnesium first")
-    lines = [f"{analyte.capitalize()} has stayed low on {len(run)} results over {span_days:.0f} days while it is being replaced:", ""]
-    lines += [lab_fact_line(r, analyte, digits) for r in run]
+    lines = [f"{analyte.replace('_', ' ').capitalize()} has stayed low on {len(run)} results over {span_days:.0f} days while it is being replaced:", ""]
+    if status is not None:
+        lines += ["Calcium now:"] + status.lines() + ["", "Low results (each judged on the best measure available with it):"]
+        for r in run:
+            judged = calcium_from_result(ctx, r)
+            lines.append(lab_fact_line(r, r.analyte.replace("_", " "), digits)
+                         + ("" if judged.basis in ("total", "ionized", "reported-corrected")
+                            else f" — {judged.label} {judged.shown}"))
+    else:
+        lines += [lab_fact_line(r, analyte, digits) for r in run]
+    lines += unreadable_note(ctx, latest, analyte)
     lines += ["", "Replacement active:"] + [med_line(ctx, m, with_class=False) for m in supplements]
     lines += ["", "Magnesium:"]
     if mg is not None:
@@ -208,6 +228,9 @@ def _refractory_electrolyte(ctx: RuleContext, rule: str, analyte: str, low_key: 
               "", policy_note(ctx, "electrolyte_refractory_min_low_results", "electrolyte_refractory_min_span_hours",
                               "refractory_window_days", "magnesium_recent_days")]
     facts = [r.to_fact() for r in run] + [m.to_fact() for m in supplements] + ([mg.to_fact()] if mg is not None else [])
+    if status is not None:
+        facts += status.facts()
+    facts += unreadable_facts(ctx, latest, mg)
     return Finding(rule=rule, indicator="warning", summary=summary, detail="\n".join(lines), facts=tuple(facts),
                    source="guidance", override_reasons=GENERAL_OVERRIDES)
 
@@ -224,11 +247,19 @@ def refractory_hypokalemia(ctx: RuleContext) -> Finding | None:
 
 
 def refractory_hypocalcemia(ctx: RuleContext) -> Finding | None:
-    """Total calcium below range on repeated results while a calcium supplement is active, and magnesium is
-    low or not measured recently: correct magnesium first (ionized calcium is not used for this rule).
+    """Calcium low now and on repeated results while a calcium supplement is active, and magnesium is low or not
+    measured recently: correct magnesium first. Calcium is judged on a recent ionized calcium when there is one,
+    else on total calcium corrected for an albumin measured with it (knowledge formula), else total calcium
+    (``calcium_status``); the card says which. Low total calcium with low albumin and a normal ionized or
+    corrected calcium is not hypocalcemia.
 
     On order hooks: relevant when a drafted order is a calcium or magnesium product or a vitamin D analogue.
     """
-    return _refractory_electrolyte(ctx, "refractory-hypocalcemia", "calcium", "calcium_low", "calcium-supplement",
-                                   "calcemia", "mg/dL", 2,
-                                   "magnesium deficiency impairs parathyroid hormone release and action")
+    status = calcium_status(ctx)
+    if status is None or not status.low:
+        return None
+    kind, series = calcium_series(ctx)
+    return _refractory_electrolyte(ctx, "refractory-hypocalcemia", "calcium_ionized" if kind == "ionized" else "calcium",
+                                   "calcium_low", "calcium-supplement", "calcemia", status.unit, 2,
+                                   "magnesium deficiency impairs parathyroid hormone release and action",
+                                   low=lambda r: calcium_from_result(ctx, r).low, results=series, status=status)
