@@ -132,8 +132,8 @@ def _urine_24h_lines(ctx: RuleContext, u: UrineMagnesium24h) -> list[str]:
     verdict = {True: f"above {u.threshold:g} mg/day: renal magnesium wasting",
                False: f"not above {u.threshold:g} mg/day: the kidney conserves magnesium",
                None: f"censored value that straddles {u.threshold:g} mg/day: indeterminate"}[u.wasting]
-    return [lab_fact_line(u.urine, "24-hour urine magnesium", 0) + f" — {verdict}",
-            lab_fact_line(u.serum, "serum magnesium of the same period") + " — low",
+    return [lab_fact_line(u.urine, "24-hour urine magnesium", 0, now=ctx.now) + f" — {verdict}",
+            lab_fact_line(u.serum, "serum magnesium of the same period", now=ctx.now) + " — low",
             *unreadable_note(ctx, u.urine), "",
             f"_A 24-hour urine magnesium above {u.threshold:g} mg (1 mmol) a day while serum magnesium is low means the "
             "kidney is losing magnesium; it reads best off magnesium supplements and diuretics. Pairing window (local "
@@ -359,7 +359,7 @@ def _femg_indeterminate(ctx: RuleContext, mg: LabResult, d: Derived) -> Finding 
                f"indeterminate (censored {', '.join(i.analyte.replace('_', ' ') for i in censored)}): measure a 24-hour urine magnesium")
     lines = ["Magnesium is low and the FEMg cannot tell renal from extrarenal loss: a value reported as a bound cannot be "
              f"used as an exact number, and the bound it gives does not fall on one side of {cut:g} %.", "",
-             lab_fact_line(mg, "magnesium"), derived_line(d, "FEMg", 2), "",
+             lab_fact_line(mg, "magnesium", now=ctx.now), derived_line(d, "FEMg", 2), "",
              f"A 24-hour urine magnesium above {ctx.threshold('urine_mg_24h_renal_wasting'):g} mg a day with low serum "
              "magnesium shows renal wasting; not above it, the kidney conserves (ideally off supplements and diuretics)."]
     suggestions: tuple[Suggestion, ...] = ()

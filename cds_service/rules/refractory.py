@@ -11,6 +11,7 @@ from .common import (
     unreadable_facts,
     unreadable_note,
     GENERAL_OVERRIDES,
+    calcium_status,
     active_with_class,
     has_night_dosing,
     is_high,
@@ -76,7 +77,7 @@ def refractory_hypomagnesemia(ctx: RuleContext) -> Finding | None:
     severe = ctx.threshold("magnesium_severe")
     critical = latest.value < severe
     span_days = (run[0].effective - run[-1].effective).total_seconds() / 86400
-    summary = (f"Refractory hypomagnesemia: magnesium {latest.value:.2f} mg/dL on {latest.effective.date()}, "
+    summary = (f"Refractory hypomagnesemia: magnesium {short_value(latest)} on {latest.effective.date()}, "
                f"{len(run)} low results over {span_days:.0f} days on oral magnesium")
     facts: list[dict] = [r.to_fact() for r in run] + [m.to_fact() for m in oral] + list(ctx.kidney.facts())
     lines = [f"Magnesium has stayed low on {len(run)} consecutive results while oral magnesium is taken:", ""]
@@ -140,14 +141,15 @@ def refractory_hypomagnesemia(ctx: RuleContext) -> Finding | None:
     if vit_d:
         lines.append("   - _started_: active " + "; ".join(med_line(ctx, m, with_class=False)[2:] for m in vit_d))
         facts += [m.to_fact() for m in vit_d]
-        ca = ctx.record.latest("calcium")
+        ca = calcium_status(ctx)
         if ca is None:
             lines.append("   - no serum calcium in the record: check it weekly while on alfacalcidol")
         else:
-            facts.append(ca.to_fact())
-            high = " — **above range**" if is_high(ctx, ca, "calcium_high") else ""
-            lines.append(f"   - latest calcium {ca.value:.2f} mg/dL on {ca.effective.date()} "
-                         f"({days_ago_text(ctx.now, ca.effective)}; {ca.source.reference}){high}")
+            facts += [i.to_fact() for i in ca.inputs]
+            high = " — **above range**" if ca.high else ""
+            newest = max(ca.inputs, key=lambda i: i.effective)
+            lines.append(f"   - latest {ca.label} {ca.shown} on {newest.effective.date()} "
+                         f"({days_ago_text(ctx.now, newest.effective)}; {newest.source.reference}){high}")
     else:
         lines.append("   - _not yet_: no active alfacalcidol or calcitriol in the record")
 
@@ -203,21 +205,23 @@ def _refractory_electrolyte(ctx: RuleContext, rule: str, analyte: str, low_key: 
     shown = f"{status.label} {status.shown}" if status is not None else f"{analyte} {short_value(latest, digits)}"
     summary = (f"Refractory hypo{name}: {shown} on {latest.effective.date()} on "
                f"replacement, {mg_text}: correct magnesium first")
+    if len(summary) >= 140:
+        summary = f"Refractory hypo{name}: {shown} ({latest.effective.date()}) on replacement, {mg_text}: magnesium first"
     lines = [f"{analyte.replace('_', ' ').capitalize()} has stayed low on {len(run)} results over {span_days:.0f} days while it is being replaced:", ""]
     if status is not None:
         lines += ["Calcium now:"] + status.lines() + ["", "Low results (each judged on the best measure available with it):"]
         for r in run:
             judged = calcium_from_result(ctx, r)
-            lines.append(lab_fact_line(r, r.analyte.replace("_", " "), digits)
+            lines.append(lab_fact_line(r, r.analyte.replace("_", " "), digits, now=ctx.now)
                          + ("" if judged.basis in ("total", "ionized", "reported-corrected")
                             else f" — {judged.label} {judged.shown}"))
     else:
-        lines += [lab_fact_line(r, analyte, digits) for r in run]
+        lines += [lab_fact_line(r, analyte, digits, now=ctx.now) for r in run]
     lines += unreadable_note(ctx, latest, analyte)
     lines += ["", "Replacement active:"] + [med_line(ctx, m, with_class=False) for m in supplements]
     lines += ["", "Magnesium:"]
     if mg is not None:
-        lines.append(lab_fact_line(mg, "magnesium") + (" — **low**" if state == "low" else
+        lines.append(lab_fact_line(mg, "magnesium", now=ctx.now) + (" — **low**" if state == "low" else
                                                        f" — older than {ctx.policy('magnesium_recent_days')} days"))
     else:
         lines.append("- no magnesium result in the record")
