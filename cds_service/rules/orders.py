@@ -23,7 +23,13 @@ from .common import (
     subject,
     wasting_classes,
 )
-from .doses import administrations_per_48h, magnesium_dose, micrograms
+from .common import (
+    group_by_ingredient,
+    group_label,
+    grouped_med_lines,
+    systemic_drafts_with_class,
+)
+from .doses import administrations_per_48h, daily_micrograms, magnesium_dose, micrograms
 
 SNOMED = "http://snomed.info/sct"
 UCUM = "http://unitsofmeasure.org"
@@ -51,33 +57,106 @@ TOXICITY_WATCH = ("Toxicity watch during IV magnesium: check patellar reflexes (
                   "to reverse toxicity.")
 
 
+def _safer_alternative(ctx: RuleContext, m: MedicationUse) -> bool:
+    """Every wasting class of the drug has a usual alternative without magnesium wasting (PPIs, diuretics)."""
+    k = ctx.knowledge.model.classes
+    wasting = [c for c in m.classes() if k[c].wasting]
+    return bool(wasting) and all(k[c].safer_alternative for c in wasting)
+
+
+def _before_cycle(ctx: RuleContext, m: MedicationUse) -> bool:
+    k = ctx.knowledge.model.classes
+    return any(k[c].measure_before_cycle for c in m.classes())
+
+
 def order_wasting_drug(ctx: RuleContext) -> Finding | None:
-    """A drafted magnesium-wasting drug while the latest magnesium is low: warning, one 'remove the draft'
-    suggestion per drafted drug (delete by resourceId), and override reasons."""
-    mg = magnesium_is_low(ctx)
-    if mg is None:
-        return None
-    drafts = drafts_with_class(ctx, *wasting_classes(ctx))
+    """A drafted magnesium-wasting drug given by a systemic route (eye drops, creams, inhalers do not count).
+
+    - Magnesium low: warning. "Remove the draft" only for drugs whose classes have a usual safer alternative
+      (PPIs, diuretics: knowledge safer_alternative); chemotherapy and anti-infectives get monitoring (serum
+      magnesium) and replacement suggestions instead (replacement not offered when magnesium is already drafted).
+    - Magnesium not measured recently and a drafted drug needs it before each cycle (cisplatin and other platinum
+      drugs, EGFR antibodies: knowledge measure_before_cycle): warning suggesting a serum magnesium first.
+    Each drug is listed once, with all its drafted orders.
+    """
+    drafts = systemic_drafts_with_class(ctx, *wasting_classes(ctx))
     if not drafts:
         return None
+    state, mg = magnesium_low_or_unmeasured(ctx)
+    if state == "low":
+        assert mg is not None
+        return _wasting_draft_with_low_magnesium(ctx, drafts, mg)
+    cycle = [m for m in drafts if _before_cycle(ctx, m)]
+    if state == "unmeasured" and cycle:
+        return _wasting_draft_without_recent_magnesium(ctx, cycle, mg)
+    return None
+
+
+def _monitoring_suggestion(ctx: RuleContext, reason: str) -> tuple[Suggestion, ...]:
+    if drafted_test(ctx, analyte_codes(ctx, "magnesium")):
+        return ()
+    sr = lab_service_request(ctx, "19123-9", reason)
+    return (Suggestion("Order serum magnesium", (Action("create", "Order serum magnesium (LOINC 19123-9)", sr),),
+                       is_recommended=True, key="order-magnesium"),)
+
+
+def _wasting_draft_with_low_magnesium(ctx: RuleContext, drafts: list[MedicationUse], mg: LabResult) -> Finding:
     k = ctx.knowledge
-    names = ", ".join(m.label for m in drafts)
+    groups = group_by_ingredient(drafts)
+    names = ", ".join(group_label(g) for g in groups)
     summary = f"Drafted {names} wastes magnesium; magnesium is {mg.value:.2f} mg/dL ({mg.effective.date()})"
     lines = ["Latest magnesium is low:", "", lab_fact_line(mg, "magnesium"), "", "Drafted magnesium-wasting order(s):", ""]
-    for m in drafts:
-        lines.append(med_line(ctx, m))
-        for cls in sorted(c for c in m.classes() if k.model.classes[c].wasting):
+    for group in groups:
+        lines += grouped_med_lines(ctx, group)
+        for cls in sorted(c for c in group[0].classes() if k.model.classes[c].wasting):
             lines.append(f"  - {k.model.classes[cls].display}: {k.model.classes[cls].mechanism}")
-    lines += ["", "Consider an alternative without magnesium wasting, or replace and monitor magnesium if it is needed."]
-    suggestions = tuple(
-        Suggestion(f"Remove the draft order for {m.label}",
-                   (Action("delete", f"Remove the draft order {_order_ref(m)}", resource_id=_order_ref(m)),),
-                   key=f"delete-{_order_ref(m)}")
-        for m in drafts if _order_ref(m)
-    )
+    removable = [g for g in groups if _safer_alternative(ctx, g[0])]
+    needed = [g for g in groups if not _safer_alternative(ctx, g[0])]
+    suggestions: list[Suggestion] = []
+    lines.append("")
+    if removable:
+        lines.append("Consider an alternative without magnesium wasting for " + ", ".join(g[0].label for g in removable) + ".")
+        for g in removable:
+            for m in g:
+                if _order_ref(m):
+                    suggestions.append(Suggestion(f"Remove the draft order for {m.label}",
+                                                  (Action("delete", f"Remove the draft order {_order_ref(m)}",
+                                                          resource_id=_order_ref(m)),), key=f"delete-{_order_ref(m)}"))
+    if needed:
+        lines.append("Usually needed and without a like-for-like alternative: " + ", ".join(g[0].label for g in needed)
+                     + ". Replace magnesium and monitor it during treatment" +
+                     (", and before each cycle" if any(_before_cycle(ctx, g[0]) for g in needed) else "") + ".")
+        suggestions.extend(_monitoring_suggestion(ctx, "Monitoring during a magnesium-wasting drug with low magnesium"))
+        if drafts_with_class(ctx, "magnesium-supplement"):
+            lines.append("Magnesium replacement is already among the draft orders.")
+        else:
+            label, res = _magnesium_replacement(ctx, mg)
+            suggestions.append(Suggestion(f"Add magnesium: {label}", (Action("create", label, res),), is_recommended=True,
+                                          key="add-magnesium"))
     return Finding(rule="order-wasting-drug", indicator="warning", summary=summary, detail="\n".join(lines),
-                   facts=(mg.to_fact(),) + tuple(m.to_fact() for m in drafts), source="guidance", suggestions=suggestions,
-                   override_reasons=WASTING_DRAFT_OVERRIDES + GENERAL_OVERRIDES[1:], selection_behavior="any")
+                   facts=(mg.to_fact(),) + tuple(m.to_fact() for m in drafts), source="guidance",
+                   suggestions=tuple(suggestions), override_reasons=WASTING_DRAFT_OVERRIDES + GENERAL_OVERRIDES[1:],
+                   selection_behavior="any")
+
+
+def _wasting_draft_without_recent_magnesium(ctx: RuleContext, drafts: list[MedicationUse], mg: LabResult | None) -> Finding:
+    groups = group_by_ingredient(drafts)
+    names = ", ".join(group_label(g) for g in groups)
+    days = ctx.policy("magnesium_recent_days")
+    when = f"last {mg.effective.date()}" if mg is not None else "never measured"
+    summary = f"Drafted {names}: measure magnesium before the cycle ({when})"
+    lines = ["Drafted drug(s) that need a magnesium before each cycle:", ""] + grouped_med_lines(ctx, drafts) + [""]
+    for cls in sorted({c for m in drafts for c in m.classes() if ctx.knowledge.model.classes[c].measure_before_cycle}):
+        c = ctx.knowledge.model.classes[cls]
+        source = c.exposure_source or c.source
+        lines.append(f"- {c.display}: {c.mechanism} ({ctx.knowledge.source(source).citation})")
+    lines += ["", (lab_fact_line(mg, "magnesium") + f" — older than {days} days") if mg is not None
+              else "- no magnesium result in the record", "",
+              "Measure serum magnesium before this cycle and replace it if low.", "", policy_note(ctx, "magnesium_recent_days")]
+    facts = tuple(m.to_fact() for m in drafts) + ((mg.to_fact(),) if mg is not None else ())
+    return Finding(rule="order-wasting-drug", indicator="warning", summary=summary, detail="\n".join(lines), facts=facts,
+                   source="guidance", suggestions=_monitoring_suggestion(ctx, "Magnesium before a cycle of a magnesium-wasting drug"),
+                   override_reasons=GENERAL_OVERRIDES)
 
 
 def _magnesium_replacement(ctx: RuleContext, mg: LabResult) -> tuple[str, dict[str, Any]]:
@@ -271,23 +350,47 @@ def order_iv_magnesium(ctx: RuleContext) -> Finding | None:
 
 
 def order_vitamin_d_analogue(ctx: RuleContext) -> Finding | None:
-    """Drafted alfacalcidol or calcitriol: weekly calcium checks at first (suggested as a ServiceRequest), and
-    a warning when the latest calcium is already above range or a dose exceeds 9 µg."""
+    """Drafted alfacalcidol or calcitriol: weekly calcium checks at first (suggested as a ServiceRequest), and a
+    warning when the latest calcium is already above range or a drafted daily dose (dose x frequency, from the
+    structured timing first, then the dosage text) exceeds that drug's own daily ceiling (alfacalcidol: guidance;
+    calcitriol: its label). When the frequency is unreadable a single dose above the daily ceiling still warns."""
     drafts = drafts_with_class(ctx, "vitamin-d-analogue")
     if not drafts:
         return None
+    k = ctx.knowledge
     ca = ctx.record.latest("calcium")
     high = ca is not None and is_high(ctx, ca, "calcium_high")
-    top = ctx.threshold("alfacalcidol_max_ug")
-    over = [m for m in drafts if (micrograms(m.dose) or 0) > top]
     names = ", ".join(m.label for m in drafts)
     interval = int(ctx.threshold("calcium_check_interval_days"))
-    lines = ["Drafted active vitamin D analogue:", ""] + [med_line(ctx, m, with_class=False) for m in drafts] + [""]
-    lines.append(f"Alfacalcidol: start {ctx.threshold('alfacalcidol_start_ug'):g} µg daily, increase gradually up to {top:g} µg "
-                 f"daily; check serum calcium at least every {interval} days at first (hypercalcaemia causes stones and "
-                 "renal failure).")
+    lines = ["Drafted active vitamin D analogue:", ""]
+    over: list[str] = []
+    for m in drafts:
+        lines.append(med_line(ctx, m, with_class=False))
+        ceiling_key = next((k.model.ingredients[i.ingredient].daily_max for i in m.ingredients
+                            if k.model.ingredients[i.ingredient].daily_max), None)
+        dose = daily_micrograms(m)
+        lines.append(f"  - daily dose: {dose.explanation}")
+        if ceiling_key is None:
+            lines.append("  - no daily ceiling in the knowledge for this product: check the dose against its label")
+            continue
+        t = k.threshold(ceiling_key)
+        ceiling = float(t.value)
+        lines.append(f"  - ceiling for this drug: {ceiling:g} µg a day ({k.source(t.source).citation})")
+        if dose.per_day_ug is not None and dose.per_day_ug > ceiling:
+            over.append(f"{m.label}: {dose.per_day_ug:.3g} µg a day > {ceiling:g} µg a day")
+        elif dose.per_day_ug is None and dose.per_dose_ug is not None and dose.per_dose_ug > ceiling:
+            over.append(f"{m.label}: one dose of {dose.per_dose_ug:g} µg > {ceiling:g} µg a day")
+    lines.append("")
+    ingredients = {i.ingredient for m in drafts for i in m.ingredients}
+    if "alfacalcidol" in ingredients:
+        lines.append(f"Alfacalcidol: start {ctx.threshold('alfacalcidol_start_ug'):g} µg daily, increase gradually up to "
+                     f"{ctx.threshold('alfacalcidol_max_ug'):g} µg daily (guidance).")
+    if "calcitriol" in ingredients:
+        lines.append(f"Calcitriol: start 0.25 µg a day and increase slowly; the label's adult ranges reach "
+                     f"{ctx.threshold('calcitriol_max_ug'):g} µg a day (the alfacalcidol ceiling does not apply to calcitriol).")
+    lines.append(f"Check serum calcium at least every {interval} days at first (hypercalcaemia causes stones and renal failure).")
     if over:
-        lines.append("**Dose above " + f"{top:g} µg daily: " + ", ".join(f"{m.label} {m.dose.value:g} {m.dose.unit}" for m in over) + "**")
+        lines.append("**Daily dose above the drug's ceiling: " + "; ".join(over) + "**")
     lines.append("")
     if ca is None:
         lines.append("- no serum calcium in the record: measure a baseline")
@@ -298,6 +401,8 @@ def order_vitamin_d_analogue(ctx: RuleContext) -> Finding | None:
             summary = f"{names} drafted with calcium already high ({ca.value:.2f} mg/dL, {ca.effective.date()})"
         else:
             summary = f"{names} drafted: check calcium weekly at first (latest {ca.value:.2f} mg/dL, {ca.effective.date()})"
+    if over and not high:
+        summary = f"{names} drafted above its daily ceiling: " + "; ".join(over)
     suggestions: tuple[Suggestion, ...] = ()
     if not drafted_test(ctx, analyte_codes(ctx, "calcium")):
         sr = lab_service_request(ctx, "17861-6", "Alfacalcidol/calcitriol: weekly serum calcium", {
