@@ -329,7 +329,22 @@ def group_by_ingredient(meds: Iterable[MedicationUse]) -> list[list[MedicationUs
 
 
 def group_label(group: list[MedicationUse]) -> str:
-    return group[0].label if len(group) == 1 else f"{group[0].label} ({len(group)} orders)"
+    """A drug for a summary: its label when ordered once, else its ingredient name(s) and the number of orders."""
+    if len(group) == 1:
+        return group[0].label
+    names = " + ".join(i.ingredient for i in group[0].ingredients) or group[0].label
+    return f"{names} ({len(group)} orders)"
+
+
+def exposure_label(group: list[MedicationUse]) -> str:
+    """'cetuximab (on hold)', 'cisplatin (completed 2026-11-05)' for summaries."""
+    m = group[0]
+    names = " + ".join(i.ingredient for i in m.ingredients) or m.label
+    if m.state == "on-hold":
+        return f"{names} (on hold)"
+    last = last_known_date(m)
+    status = "stopped" if m.status == "stopped" else "completed"
+    return f"{names} ({status}" + (f" {last.date().isoformat()})" if last is not None else ")")
 
 
 def grouped_med_lines(ctx: RuleContext, meds: Iterable[MedicationUse], with_class: bool = True) -> list[str]:

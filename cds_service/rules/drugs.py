@@ -8,6 +8,7 @@ from .common import (
     GENERAL_OVERRIDES,
     active_with_class,
     days_since,
+    exposure_label,
     exposure_line,
     group_by_ingredient,
     group_label,
@@ -63,8 +64,7 @@ def magnesium_wasting_drug(ctx: RuleContext) -> Finding | None:
     exposed = recent_exposures(ctx, *wasting)
     if not meds and not exposed:
         return None
-    groups = group_by_ingredient(meds) + group_by_ingredient(exposed)
-    labels = [group_label(g) for g in groups]
+    labels = [group_label(g) for g in group_by_ingredient(meds)] + [exposure_label(g) for g in group_by_ingredient(exposed)]
     names = ", ".join(labels[:3]) + (f" and {len(labels) - 3} more" if len(labels) > 3 else "")
     if meds:
         summary = f"Magnesium {mg.value:.2f} mg/dL on {mg.effective.date()} while on magnesium-wasting drug(s): {names}"

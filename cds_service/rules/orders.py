@@ -29,7 +29,7 @@ from .common import (
     grouped_med_lines,
     systemic_drafts_with_class,
 )
-from .doses import administrations_per_48h, daily_micrograms, magnesium_dose, micrograms
+from .doses import administrations_per_48h, daily_micrograms, magnesium_dose
 
 SNOMED = "http://snomed.info/sct"
 UCUM = "http://unitsofmeasure.org"
@@ -119,7 +119,8 @@ def _wasting_draft_with_low_magnesium(ctx: RuleContext, drafts: list[MedicationU
         for g in removable:
             for m in g:
                 if _order_ref(m):
-                    suggestions.append(Suggestion(f"Remove the draft order for {m.label}",
+                    which = f" ({_order_ref(m)})" if len(g) > 1 else ""
+                    suggestions.append(Suggestion(f"Remove the draft order for {m.label}{which}",
                                                   (Action("delete", f"Remove the draft order {_order_ref(m)}",
                                                           resource_id=_order_ref(m)),), key=f"delete-{_order_ref(m)}"))
     if needed:
@@ -376,10 +377,11 @@ def order_vitamin_d_analogue(ctx: RuleContext) -> Finding | None:
         t = k.threshold(ceiling_key)
         ceiling = float(t.value)
         lines.append(f"  - ceiling for this drug: {ceiling:g} µg a day ({k.source(t.source).citation})")
+        name = " + ".join(i.ingredient for i in m.ingredients) or m.label
         if dose.per_day_ug is not None and dose.per_day_ug > ceiling:
-            over.append(f"{m.label}: {dose.per_day_ug:.3g} µg a day > {ceiling:g} µg a day")
+            over.append(f"{name} {dose.per_day_ug:.3g} µg a day > {ceiling:g} µg a day")
         elif dose.per_day_ug is None and dose.per_dose_ug is not None and dose.per_dose_ug > ceiling:
-            over.append(f"{m.label}: one dose of {dose.per_dose_ug:g} µg > {ceiling:g} µg a day")
+            over.append(f"{name}: one dose of {dose.per_dose_ug:g} µg > {ceiling:g} µg a day")
     lines.append("")
     ingredients = {i.ingredient for m in drafts for i in m.ingredients}
     if "alfacalcidol" in ingredients:
@@ -402,7 +404,7 @@ def order_vitamin_d_analogue(ctx: RuleContext) -> Finding | None:
         else:
             summary = f"{names} drafted: check calcium weekly at first (latest {ca.value:.2f} mg/dL, {ca.effective.date()})"
     if over and not high:
-        summary = f"{names} drafted above its daily ceiling: " + "; ".join(over)
+        summary = "Vitamin D analogue drafted above its own daily ceiling: " + "; ".join(over)
     suggestions: tuple[Suggestion, ...] = ()
     if not drafted_test(ctx, analyte_codes(ctx, "calcium")):
         sr = lab_service_request(ctx, "17861-6", "Alfacalcidol/calcitriol: weekly serum calcium", {
