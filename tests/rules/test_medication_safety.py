@@ -321,3 +321,16 @@ def test_exposure_windows_and_local_routes_are_cited_in_the_knowledge():
     assert {c for c, v in classes.items() if v.safer_alternative} == {"ppi", "loop-diuretic", "thiazide"}
     assert {c for c, v in classes.items() if v.measure_before_cycle} == {"platinum", "egfr-antibody"}
     assert {n for n, r in K.model.routes.items() if not r.systemic} >= {"ophthalmic", "otic", "topical", "inhalation"}
+
+
+def test_femg_renal_wasting_names_only_systemic_and_recent_wasters():
+    urine = (lab("urine_magnesium", 6.0, at=ago(1)), lab("urine_creatinine", 50, at=ago(1)),
+             lab("creatinine", 0.8, at=ago(1)), lab("weight", 70, at=ago(1)))
+    eye = med("tobramycin", label="tobramycin eye drops", route="ophthalmic")
+    course = replace(med("cisplatin", route="intravenous", start=ago(80)), state="ended", status="completed", end=ago(10))
+    rec = record(lab("magnesium", 1.4, at=ago(1)), *urine, meds=[eye])
+    f = run("femg-renal-wasting", rec)
+    assert f is not None and "tobramycin eye drops" not in f.detail
+    rec.medication_history = [course]
+    assert "Recent magnesium-wasting drugs (on hold or recently finished) may explain renal wasting: Cisplatin" in \
+        run("femg-renal-wasting", rec).detail
