@@ -343,13 +343,14 @@ class RecordBuilder:
         state = self._state(med)
         if state is None:
             return
+        if state == "ended":
+            last = _last_known_date(med)
+            if last is not None and last < self.lookback_start:
+                return  # a course that ended before the lookback is not recent exposure (and is not read further)
         use = self._medication(med, medications, rec, state=state)
         if state == "current":
             rec.medications.append(use)
             return
-        last = use.end or use.start
-        if state == "ended" and last is not None and last < self.lookback_start:
-            return  # a course that ended before the lookback is not recent exposure
         rec.medication_history.append(use)
 
     def _medication(
@@ -534,6 +535,15 @@ def _same_reference(ref: str | None, patient_id: str) -> bool:
 
 
 _HOURS_PER_UNIT = {"h": 1.0, "d": 24.0, "wk": 168.0}
+
+
+def _last_known_date(med: lean.MedicationRequest | lean.MedicationStatement) -> datetime | None:
+    """A course's last known date: a statement's effectivePeriod.end, else its start; an order's authoredOn."""
+    if isinstance(med, lean.MedicationRequest):
+        return parse_fhir_datetime(med.authoredOn)
+    period = med.effectivePeriod
+    return parse_fhir_datetime((period.end if period else None) or (period.start if period else None)
+                               or med.effectiveDateTime or med.dateAsserted)
 
 
 def _doses_per_day(repeat: lean.TimingRepeat) -> float | None:

@@ -70,7 +70,9 @@ def _before_cycle(ctx: RuleContext, m: MedicationUse) -> bool:
 
 
 def order_wasting_drug(ctx: RuleContext) -> Finding | None:
-    """A drafted magnesium-wasting drug given by a systemic route (eye drops, creams, inhalers do not count).
+    """A drafted magnesium-wasting drug given by a systemic route (eye drops, creams, inhalers do not count): with
+    low magnesium, monitoring and replacement suggestions ("remove the draft" only where a safer alternative exists:
+    PPIs, diuretics); without a recent magnesium, a serum magnesium before a cycle of platinum or an EGFR antibody.
 
     - Magnesium low: warning. "Remove the draft" only for drugs whose classes have a usual safer alternative
       (PPIs, diuretics: knowledge safer_alternative); chemotherapy and anti-infectives get monitoring (serum
