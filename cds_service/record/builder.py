@@ -66,6 +66,8 @@ class RecordBuilder:
         self._ms_states: dict[str, str] = dict(knowledge.policy("medication_statement_states"))
         self._mr_states: dict[str, str] = dict(knowledge.policy("medication_request_states"))
         self._mr_planned_intents = frozenset(knowledge.policy("medication_request_planned_intents"))
+        self._old_course_before = (self.lookback_start - timedelta(days=1)).date().isoformat()
+        self._routes_seen: dict[tuple, str | None] = {}
         self._ingredients_seen: dict[tuple, tuple[IngredientMatch, ...]] = {}
         self._factors: dict[tuple, tuple[str | None, float | None]] = {}
 
@@ -97,6 +99,8 @@ class RecordBuilder:
                         seen.add(("Observation", facts.id))
                     if facts is not None:
                         parsed.append((key, facts))
+                    continue
+                if self._plainly_old_course(raw):
                     continue
                 model = self._parse(rec, raw, key)
                 if model is None:
@@ -334,6 +338,25 @@ class RecordBuilder:
             return state
         return self._ms_states.get(status)
 
+    def _plainly_old_course(self, raw: Any) -> bool:
+        """A well-formed completed/stopped MedicationRequest or MedicationStatement whose last known date is before
+        the lookback: never read (skipped before validation). Anything odd goes the full way."""
+        if type(raw) is not dict:
+            return False
+        rtype, status = raw.get("resourceType"), raw.get("status")
+        if rtype == "MedicationRequest" and type(status) is str and self._mr_states.get(status.strip()) == "ended":
+            when = raw.get("authoredOn")
+        elif rtype == "MedicationStatement" and type(status) is str and self._ms_states.get(status.strip()) == "ended":
+            period = raw.get("effectivePeriod")
+            if period is not None and type(period) is not dict:
+                return False
+            when = (period or {}).get("end") or (period or {}).get("start") or raw.get("effectiveDateTime") or raw.get("dateAsserted")
+        else:
+            return False
+        if type(when) is not str or len(when) < 4 or not when[:4].isdigit():
+            return False
+        return when[:10] < self._old_course_before  # ISO dates compare as text; a day's margin for time zones
+
     def _is_active(self, med: lean.MedicationRequest | lean.MedicationStatement) -> bool:
         return self._state(med) == "current"
 
@@ -482,7 +505,14 @@ class RecordBuilder:
     def _route(self, dosages: list[lean.Dosage], label: str, form: lean.CodeableConcept | None) -> str | None:
         """The route: a coded Dosage.route (SNOMED), its text, then the label, dose form and dosage text.
         In free text the local routes (eye, ear, skin, airway, ...) are looked for first: "gentamicin eye drops"
-        is ophthalmic even though "drops" could go with anything."""
+        is ophthalmic even though "drops" could go with anything. A record repeats its orders: each resolved once."""
+        key = (tuple((tuple(d.route.codes()), d.route.label()) if d.route is not None else None for d in dosages),
+               label, form.label() if form else None, tuple(d.text for d in dosages))
+        if key not in self._routes_seen:
+            self._routes_seen[key] = self._find_route(dosages, label, form)
+        return self._routes_seen[key]
+
+    def _find_route(self, dosages: list[lean.Dosage], label: str, form: lean.CodeableConcept | None) -> str | None:
         routes = self.k.model.routes
         by_code = self.k.route_by_snomed
         patterns = self.k.route_patterns

@@ -288,7 +288,8 @@ def recent_exposures(ctx: RuleContext, *classes: str) -> list[MedicationUse]:
         elif m.state == "ended":
             window = exposure_window(ctx, m)
             last = last_known_date(m)
-            if window is not None and last is not None and ctx.now - last <= timedelta(days=window[0]):
+            if window is not None and last is not None and last <= ctx.now + timedelta(days=1) \
+                    and ctx.now - last <= timedelta(days=window[0]):
                 out.append(m)
     return out
 

@@ -367,23 +367,36 @@ def order_vitamin_d_analogue(ctx: RuleContext) -> Finding | None:
     interval = int(ctx.threshold("calcium_check_interval_days"))
     lines = ["Drafted active vitamin D analogue:", ""]
     over: list[str] = []
-    for m in drafts:
-        lines.append(med_line(ctx, m, with_class=False))
-        ceiling_key = next((k.model.ingredients[i.ingredient].daily_max for i in m.ingredients
+    for group in group_by_ingredient(drafts):
+        m0 = group[0]
+        if len(group) > 1:
+            lines.append(f"- **{m0.label}**: {len(group)} drafted orders, their daily doses added")
+        doses = []
+        for m in group:
+            lines.append(("  " if len(group) > 1 else "") + med_line(ctx, m, with_class=False))
+            dose = daily_micrograms(m)
+            doses.append(dose)
+            lines.append(("  " if len(group) > 1 else "") + f"  - daily dose: {dose.explanation}")
+        ceiling_key = next((k.model.ingredients[i.ingredient].daily_max for i in m0.ingredients
                             if k.model.ingredients[i.ingredient].daily_max), None)
-        dose = daily_micrograms(m)
-        lines.append(f"  - daily dose: {dose.explanation}")
         if ceiling_key is None:
             lines.append("  - no daily ceiling in the knowledge for this product: check the dose against its label")
             continue
         t = k.threshold(ceiling_key)
         ceiling = float(t.value)
-        lines.append(f"  - ceiling for this drug: {ceiling:g} µg a day ({k.source(t.source).citation})")
-        name = " + ".join(i.ingredient for i in m.ingredients) or m.label
-        if dose.per_day_ug is not None and dose.per_day_ug > ceiling:
-            over.append(f"{name} {dose.per_day_ug:.3g} µg a day > {ceiling:g} µg a day")
-        elif dose.per_day_ug is None and dose.per_dose_ug is not None and dose.per_dose_ug > ceiling:
-            over.append(f"{name}: one dose of {dose.per_dose_ug:g} µg > {ceiling:g} µg a day")
+        name = " + ".join(i.ingredient for i in m0.ingredients) or m0.label
+        known = [d.per_day_ug for d in doses if d.per_day_ug is not None]
+        total = sum(known) if known else None
+        if len(group) > 1 and total is not None:
+            lines.append(f"  - {name} drafted in all: {' + '.join(f'{v:.3g}' for v in known)} = {total:.3g} µg a day"
+                         + ("" if len(known) == len(doses) else " (at least: a frequency is unreadable)"))
+        lines.append(f"  - ceiling for {name}: {ceiling:g} µg a day ({k.source(t.source).citation})")
+        if total is not None and total > ceiling:
+            over.append(f"{name} {total:.3g} µg a day > {ceiling:g} µg a day")
+        else:
+            single = [d.per_dose_ug for d in doses if d.per_day_ug is None and d.per_dose_ug is not None and d.per_dose_ug > ceiling]
+            if single:
+                over.append(f"{name}: one dose of {max(single):g} µg > {ceiling:g} µg a day")
     lines.append("")
     ingredients = {i.ingredient for m in drafts for i in m.ingredients}
     if "alfacalcidol" in ingredients:

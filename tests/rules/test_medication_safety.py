@@ -334,3 +334,12 @@ def test_femg_renal_wasting_names_only_systemic_and_recent_wasters():
     rec.medication_history = [course]
     assert "Recent magnesium-wasting drugs (on hold or recently finished) may explain renal wasting: Cisplatin" in \
         run("femg-renal-wasting", rec).detail
+
+
+def test_two_drafted_orders_of_one_analogue_are_added_up():
+    drafts = [_vitd("alfacalcidol", 5, "once daily"), _vitd("alfacalcidol", 5, "at bedtime")]
+    f = run("order-vitamin-d-analogue", record(lab("calcium", 9.0), drafts=drafts), "order-sign")
+    assert f.indicator == "warning" and "alfacalcidol 10 µg a day > 9 µg a day" in f.summary
+    assert "2 drafted orders, their daily doses added" in f.detail and "5 + 5 = 10 µg a day" in f.detail
+    mixed = [_vitd("alfacalcidol", 5, "once daily"), _vitd("calcitriol", 1.5, "once daily")]
+    assert run("order-vitamin-d-analogue", record(lab("calcium", 9.0), drafts=mixed), "order-sign").indicator == "info"
