@@ -357,9 +357,6 @@ class RecordBuilder:
             return False
         return when[:10] < self._old_course_before  # ISO dates compare as text; a day's margin for time zones
 
-    def _is_active(self, med: lean.MedicationRequest | lean.MedicationStatement) -> bool:
-        return self._state(med) == "current"
-
     def _add_medication(self, med: lean.MedicationRequest | lean.MedicationStatement,
                         medications: dict[str, lean.Medication], rec: PatientRecord) -> None:
         """Current medications to rec.medications; on-hold, recently ended and planned ones to rec.medication_history."""
