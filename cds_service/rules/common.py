@@ -288,16 +288,19 @@ def recent_exposures(ctx: RuleContext, *classes: str) -> list[MedicationUse]:
         elif m.state == "ended":
             window = exposure_window(ctx, m)
             last = last_known_date(m)
-            if window is not None and last is not None and last <= ctx.now + timedelta(days=1) \
-                    and ctx.now - last <= timedelta(days=window[0]):
+            if window is None:
+                continue
+            if last is None:  # undated: it may be recent, so it is shown (and said to be undated)
+                out.append(m)
+            elif last <= ctx.now + timedelta(days=1) and ctx.now - last <= timedelta(days=window[0]):
                 out.append(m)
     return out
 
 
-def exposure_line(ctx: RuleContext, m: MedicationUse) -> str:
-    """'- **Cisplatin** (platinum chemotherapy), course completed, last known date 2026-11-05 (20 days ago) ...'."""
+def exposure_line(ctx: RuleContext, m: MedicationUse, with_class: bool = True) -> str:
+    """'- **Cisplatin** (platinum chemotherapy), course completed, ended 2026-11-05 (20 days ago) ...'."""
     k = ctx.knowledge
-    classes = [k.model.classes[c].display for c in sorted(m.classes())]
+    classes = [k.model.classes[c].display for c in sorted(m.classes())] if with_class else []
     parts = [f"- **{m.label}**" + (f" ({', '.join(classes)})" if classes else "")]
     if m.route:
         parts.append(f", {m.route}")
@@ -311,13 +314,25 @@ def exposure_line(ctx: RuleContext, m: MedicationUse) -> str:
         elif m.start is not None:
             parts.append(f", course {status}, end date not recorded (started {m.start.date().isoformat()}, "
                          f"{days_since(ctx, m.start)} days ago)")
+        else:
+            parts.append(f", course {status}, no date recorded: it may be recent")
         window = exposure_window(ctx, m)
-        if window is not None:
+        if window is not None and last_known_date(m) is not None:
             days, cls, source = window
             parts.append(f"; within the {days}-day recent-exposure window for {k.model.classes[cls].display} "
                          f"({k.source(source).citation})")
     parts.append(f"; {m.source.reference}")
     return "".join(parts)
+
+
+def exposure_lines(ctx: RuleContext, group: list[MedicationUse]) -> list[str]:
+    """One drug's recent courses: one line, or the drug once with each course below it."""
+    if len(group) == 1:
+        return [exposure_line(ctx, group[0])]
+    k = ctx.knowledge
+    classes = [k.model.classes[c].display for c in sorted(group[0].classes())]
+    head = f"- **{group[0].label}**" + (f" ({', '.join(classes)})" if classes else "") + f": {len(group)} courses"
+    return [head] + ["  " + exposure_line(ctx, m, with_class=False) for m in group]
 
 
 def group_by_ingredient(meds: Iterable[MedicationUse]) -> list[list[MedicationUse]]:
@@ -338,14 +353,18 @@ def group_label(group: list[MedicationUse]) -> str:
 
 
 def exposure_label(group: list[MedicationUse]) -> str:
-    """'cetuximab (on hold)', 'cisplatin (completed 2026-11-05)' for summaries."""
+    """'cetuximab (on hold)', 'cisplatin (completed 2026-11-05)' for summaries: a drug's most telling course
+    (on hold first, else the latest dated one, else undated)."""
     m = group[0]
     names = " + ".join(i.ingredient for i in m.ingredients) or m.label
-    if m.state == "on-hold":
+    if any(x.state == "on-hold" for x in group):
         return f"{names} (on hold)"
-    last = last_known_date(m)
-    status = "stopped" if m.status == "stopped" else "completed"
-    return f"{names} ({status}" + (f" {last.date().isoformat()})" if last is not None else ")")
+    dated = [x for x in group if last_known_date(x) is not None]
+    if not dated:
+        return f"{names} ({'stopped' if m.status == 'stopped' else 'completed'}, undated)"
+    latest = max(dated, key=lambda x: last_known_date(x))  # type: ignore[arg-type, return-value]
+    status = "stopped" if latest.status == "stopped" else "completed"
+    return f"{names} ({status} {last_known_date(latest).date().isoformat()})"  # type: ignore[union-attr]
 
 
 def grouped_med_lines(ctx: RuleContext, meds: Iterable[MedicationUse], with_class: bool = True) -> list[str]:

@@ -9,7 +9,7 @@ from .common import (
     active_with_class,
     days_since,
     exposure_label,
-    exposure_line,
+    exposure_lines,
     group_by_ingredient,
     group_label,
     grouped_med_lines,
@@ -79,7 +79,7 @@ def magnesium_wasting_drug(ctx: RuleContext) -> Finding | None:
             lines.append("")
         lines += ["Recent exposure (on hold, or finished within the class's window; wasting can outlast the course):", ""]
         for group in group_by_ingredient(exposed):
-            lines += [exposure_line(ctx, m) for m in group]
+            lines += exposure_lines(ctx, group)
             k = ctx.knowledge
             for cls in sorted(c for c in group[0].classes() if k.model.classes[c].wasting):
                 c = k.model.classes[cls]

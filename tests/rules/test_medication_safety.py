@@ -343,3 +343,50 @@ def test_two_drafted_orders_of_one_analogue_are_added_up():
     assert "2 drafted orders, their daily doses added" in f.detail and "5 + 5 = 10 µg a day" in f.detail
     mixed = [_vitd("alfacalcidol", 5, "once daily"), _vitd("calcitriol", 1.5, "once daily")]
     assert run("order-vitamin-d-analogue", record(lab("calcium", 9.0), drafts=mixed), "order-sign").indicator == "info"
+
+
+def test_courses_that_ended_before_the_lookback_are_not_read_and_odd_ones_take_the_full_path():
+    old = _mr("old", CISPLATIN, "cisplatin", status="completed", authored="2024-01-01T09:00:00Z")
+    recent = _mr("recent", CISPLATIN, "cisplatin", status="completed", authored="2026-10-01T09:00:00Z")
+    odd = dict(_mr("odd", CISPLATIN, "cisplatin", status="stopped"), authoredOn=20240101)  # not a string: validated, noted
+    rec = _build(old, recent, odd)
+    assert [m.source.id for m in rec.medication_history] == ["recent", "odd"]  # old never read; odd read leniently
+    assert any("MedicationRequest/odd" in g.what and "authoredOn" in g.what for g in rec.gaps)
+    odd_use = rec.medication_history[1]
+    assert odd_use.start is None
+    mg = lab("magnesium", 1.4)
+    rec.labs["magnesium"] = [mg]
+    f = run("magnesium-wasting-drug", rec)
+    assert "cisplatin (completed 2026-10-01)" in f.summary  # the drug once, by its latest dated course
+    assert "- **cisplatin** (platinum chemotherapy): 2 courses" in f.detail
+    assert "  - **cisplatin**, course stopped, no date recorded: it may be recent; MedicationRequest/odd" in f.detail
+
+
+def test_a_course_dated_in_the_future_is_not_recent_exposure():
+    course = replace(med("cisplatin", route="intravenous", start=NOW), state="ended", status="completed",
+                     end=ago(-30))
+    rec = record(lab("magnesium", 1.4))
+    rec.medication_history = [course]
+    assert run("magnesium-wasting-drug", rec) is None
+
+
+def test_prefetch_asks_for_every_status_the_knowledge_reads():
+    from cds_service.config import Settings
+    from cds_service.definitions import load_definitions
+
+    catalog = load_definitions(Settings().hooks_dir, K)
+    wanted = {"MedicationRequest": set(K.policy("medication_request_states")) - {"draft"},
+              "MedicationStatement": set(K.policy("medication_statement_states"))}
+    for sid in ("magnesium-patient-view", "magnesium-order-select", "magnesium-order-sign"):
+        for p in catalog.get(sid).prefetch.values():
+            if p.resource_type in wanted:
+                statuses = set(p.template.split("status=")[1].split("&")[0].split(","))
+                assert statuses == wanted[p.resource_type], (sid, p.template)
+
+
+def test_an_undated_course_is_shown_as_possibly_recent():
+    course = replace(med("cetuximab", route="intravenous", start=None), state="ended", status="stopped")
+    rec = record(lab("magnesium", 1.4))
+    rec.medication_history = [course]
+    f = run("magnesium-wasting-drug", rec)
+    assert "cetuximab (stopped, undated)" in f.summary and "no date recorded: it may be recent" in f.detail
