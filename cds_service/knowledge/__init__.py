@@ -73,6 +73,7 @@ class DrugClass(_Strict):
     exposure_window_days: int | None = None  # a completed/stopped course counts as recent exposure this long
     exposure_source: str | None = None
     measure_before_cycle: bool = False  # a drafted dose needs a recent magnesium before it is given
+    measure_before_cycle_source: str | None = None
     local_route_note: str = ""  # said when a local-route product of the class is set aside
     local_route_source: str | None = None
 
@@ -123,7 +124,9 @@ class KnowledgeModel(_Strict):
                 if t.source not in self.sources:
                     problems.append(f"{group}.{key}: unknown source {t.source!r}")
         for key, c in self.classes.items():
-            for src in (c.source, c.exposure_source, c.local_route_source):
+            if c.measure_before_cycle and c.measure_before_cycle_source is None:
+                problems.append(f"classes.{key}: measure_before_cycle needs a measure_before_cycle_source")
+            for src in (c.source, c.exposure_source, c.local_route_source, c.measure_before_cycle_source):
                 if src is not None and src not in self.sources:
                     problems.append(f"classes.{key}: unknown source {src!r}")
             if c.exposure_window_days is not None and c.exposure_source is None:

@@ -151,14 +151,17 @@ def _wasting_draft_without_recent_magnesium(ctx: RuleContext, drafts: list[Medic
     lines = ["Drafted drug(s) that need a magnesium before each cycle:", ""] + grouped_med_lines(ctx, drafts) + [""]
     for cls in sorted({c for m in drafts for c in m.classes() if ctx.knowledge.model.classes[c].measure_before_cycle}):
         c = ctx.knowledge.model.classes[cls]
-        source = c.exposure_source or c.source
-        lines.append(f"- {c.display}: {c.mechanism} ({ctx.knowledge.source(source).citation})")
+        lines.append(f"- {c.display}: {c.mechanism} ({ctx.knowledge.source(c.source).citation})")
+        lines.append(f"  - {ctx.knowledge.source(c.measure_before_cycle_source or c.source).citation}")
     lines += ["", (lab_fact_line(mg, "magnesium") + f" — older than {days} days") if mg is not None
               else "- no magnesium result in the record", "",
               "Measure serum magnesium before this cycle and replace it if low.", "", policy_note(ctx, "magnesium_recent_days")]
     facts = tuple(m.to_fact() for m in drafts) + ((mg.to_fact(),) if mg is not None else ())
+    sources = [ctx.knowledge.model.classes[c].measure_before_cycle_source for m in drafts for c in sorted(m.classes())
+               if ctx.knowledge.model.classes[c].measure_before_cycle]
     return Finding(rule="order-wasting-drug", indicator="warning", summary=summary, detail="\n".join(lines), facts=facts,
-                   source="guidance", suggestions=_monitoring_suggestion(ctx, "Magnesium before a cycle of a magnesium-wasting drug"),
+                   source=next((x for x in sources if x), "guidance"),
+                   suggestions=_monitoring_suggestion(ctx, "Magnesium before a cycle of a magnesium-wasting drug"),
                    override_reasons=GENERAL_OVERRIDES)
 
 
