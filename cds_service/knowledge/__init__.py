@@ -71,6 +71,13 @@ class DrugClass(_Strict):
     wasting: bool
     mechanism: str = ""
     source: str
+    safer_alternative: bool = False  # an alternative without magnesium wasting usually exists: "remove the draft" may be offered
+    exposure_window_days: int | None = None  # a completed/stopped course counts as recent exposure this long
+    exposure_source: str | None = None
+    measure_before_cycle: bool = False  # a drafted dose needs a recent magnesium before it is given
+    measure_before_cycle_source: str | None = None
+    local_route_note: str = ""  # said when a local-route product of the class is set aside
+    local_route_source: str | None = None
 
 
 class Ingredient(_Strict):
@@ -80,11 +87,13 @@ class Ingredient(_Strict):
     other_rxcui: list[str] = Field(default_factory=list)
     atc: list[str] = Field(default_factory=list)
     names: list[str] = Field(default_factory=list)
+    daily_max: str | None = None  # threshold key of this ingredient's own daily ceiling (vitamin D analogues)
     verified: bool = True
     note: str = ""
 
 
 class RouteDef(_Strict):
+    systemic: bool = True  # false: a local route (eye, ear, skin, airway, nose, vagina, rectum)
     snomed: list[str] = Field(default_factory=list)
     words: list[str] = Field(default_factory=list)
 
@@ -107,6 +116,7 @@ class KnowledgeModel(_Strict):
     classes: dict[str, DrugClass]
     ingredients: dict[str, Ingredient]
     routes: dict[str, RouteDef]
+    route_source: str = "fhir-route-codes"
 
     @model_validator(mode="after")
     def _check_references(self) -> "KnowledgeModel":
@@ -116,12 +126,21 @@ class KnowledgeModel(_Strict):
                 if t.source not in self.sources:
                     problems.append(f"{group}.{key}: unknown source {t.source!r}")
         for key, c in self.classes.items():
-            if c.source not in self.sources:
-                problems.append(f"classes.{key}: unknown source {c.source!r}")
+            if c.measure_before_cycle and c.measure_before_cycle_source is None:
+                problems.append(f"classes.{key}: measure_before_cycle needs a measure_before_cycle_source")
+            for src in (c.source, c.exposure_source, c.local_route_source, c.measure_before_cycle_source):
+                if src is not None and src not in self.sources:
+                    problems.append(f"classes.{key}: unknown source {src!r}")
+            if c.exposure_window_days is not None and c.exposure_source is None:
+                problems.append(f"classes.{key}: exposure_window_days needs an exposure_source")
+        if self.route_source not in self.sources:
+            problems.append(f"route_source: unknown source {self.route_source!r}")
         for key, ing in self.ingredients.items():
             for cls in ing.classes:
                 if cls not in self.classes:
                     problems.append(f"ingredients.{key}: unknown class {cls!r}")
+            if ing.daily_max is not None and ing.daily_max not in self.thresholds:
+                problems.append(f"ingredients.{key}: unknown daily_max threshold {ing.daily_max!r}")
         seen: dict[tuple[str, str], str] = {}
         for key, a in self.analytes.items():
             if a.kind == "concentration" and a.canonical_unit in {"mg/dL", "mmol/L"} and a.molar_mass is None \
@@ -223,6 +242,15 @@ class Knowledge:
     def route_patterns(self) -> dict[str, re.Pattern[str]]:
         """Route name -> one whole-word pattern of its words (dosage route text, drug form, label)."""
         return {name: whole_words(r.words) for name, r in self.model.routes.items() if r.words}
+
+    @cached_property
+    def route_by_snomed(self) -> dict[str, str]:
+        return {code: name for name, r in self.model.routes.items() for code in r.snomed}
+
+    def route_is_systemic(self, route: str | None) -> bool:
+        """A route counts as systemic when the knowledge says so; no route stated counts as systemic (safe side)."""
+        r = self.model.routes.get(route) if route else None
+        return True if r is None else r.systemic
 
     def unit(self, raw: str | None) -> str | None:
         if raw is None:

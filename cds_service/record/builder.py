@@ -65,8 +65,11 @@ class RecordBuilder:
         self.k = knowledge
         self.now = now
         self.lookback_start = now - timedelta(days=int(knowledge.policy("lookback_days")))
-        self._ms_active = frozenset(knowledge.policy("medication_statement_active_statuses"))
-        self._mr_active = frozenset(knowledge.policy("medication_request_active_statuses"))
+        self._ms_states: dict[str, str] = dict(knowledge.policy("medication_statement_states"))
+        self._mr_states: dict[str, str] = dict(knowledge.policy("medication_request_states"))
+        self._mr_planned_intents = frozenset(knowledge.policy("medication_request_planned_intents"))
+        self._old_course_before = (self.lookback_start - timedelta(days=1)).date().isoformat()
+        self._routes_seen: dict[tuple, str | None] = {}
         self._ingredients_seen: dict[tuple, tuple[IngredientMatch, ...]] = {}
         self._factors: dict[tuple, tuple[str | None, float | None]] = {}
 
@@ -104,6 +107,8 @@ class RecordBuilder:
                             continue
                         observations[facts.id] = len(parsed)
                     parsed.append((key, facts))
+                    continue
+                if self._plainly_old_course(raw):
                     continue
                 model = self._parse(rec, raw, key)
                 if model is None:
@@ -153,8 +158,7 @@ class RecordBuilder:
             elif isinstance(model, (lean.MedicationRequest, lean.MedicationStatement)):
                 if f"MedicationRequest/{model.id}" in draft_ids:
                     continue  # the drafted order itself, already read from draftOrders
-                if self._is_active(model):
-                    rec.medications.append(self._medication(model, medications, rec))
+                self._add_medication(model, medications, rec)
             elif isinstance(model, lean.Condition):
                 self._condition(model, rec)
             elif isinstance(model, lean.Patient):
@@ -371,10 +375,50 @@ class RecordBuilder:
         return unit, factor
 
     # ------------------------------------------------------------------ medications
-    def _is_active(self, med: lean.MedicationRequest | lean.MedicationStatement) -> bool:
+    def _state(self, med: lean.MedicationRequest | lean.MedicationStatement) -> str | None:
+        """What the status (and a MedicationRequest's intent) means: current, on-hold, ended, planned; None = not read."""
+        status = (med.status or "").strip()
         if isinstance(med, lean.MedicationRequest):
-            return med.status in self._mr_active
-        return med.status in self._ms_active
+            state = self._mr_states.get(status)
+            if state in ("current", "on-hold") and (med.intent or "").strip() in self._mr_planned_intents:
+                return "planned"  # a plan or a proposal is not an order being carried out
+            return state
+        return self._ms_states.get(status)
+
+    def _plainly_old_course(self, raw: Any) -> bool:
+        """A well-formed completed/stopped MedicationRequest or MedicationStatement whose last known date is before
+        the lookback: never read (skipped before validation). Anything odd goes the full way."""
+        if type(raw) is not dict:
+            return False
+        rtype, status = raw.get("resourceType"), raw.get("status")
+        if rtype == "MedicationRequest" and type(status) is str and self._mr_states.get(status.strip()) == "ended":
+            when = raw.get("authoredOn")
+        elif rtype == "MedicationStatement" and type(status) is str and self._ms_states.get(status.strip()) == "ended":
+            period = raw.get("effectivePeriod")
+            if period is not None and type(period) is not dict:
+                return False
+            when = (period or {}).get("end") or (period or {}).get("start") or raw.get("effectiveDateTime") or raw.get("dateAsserted")
+        else:
+            return False
+        if type(when) is not str or len(when) < 4 or not when[:4].isdigit():
+            return False
+        return when[:10] < self._old_course_before  # ISO dates compare as text; a day's margin for time zones
+
+    def _add_medication(self, med: lean.MedicationRequest | lean.MedicationStatement,
+                        medications: dict[str, lean.Medication], rec: PatientRecord) -> None:
+        """Current medications to rec.medications; on-hold, recently ended and planned ones to rec.medication_history."""
+        state = self._state(med)
+        if state is None:
+            return
+        if state == "ended":
+            last = _last_known_date(med)
+            if last is not None and last < self.lookback_start:
+                return  # a course that ended before the lookback is not recent exposure (and is not read further)
+        use = self._medication(med, medications, rec, state=state)
+        if state == "current":
+            rec.medications.append(use)
+            return
+        rec.medication_history.append(use)
 
     def _medication(
         self,
@@ -383,6 +427,7 @@ class RecordBuilder:
         rec: PatientRecord,
         draft: bool = False,
         selected: bool = False,
+        state: str | None = None,
     ) -> MedicationUse:
         concepts: list[lean.CodeableConcept] = []
         form: lean.CodeableConcept | None = None
@@ -406,13 +451,16 @@ class RecordBuilder:
         ingredients = self.resolve_ingredients(concepts)
         dosages = med.dosageInstruction if isinstance(med, lean.MedicationRequest) else med.dosage
         label = next((c.label() for c in concepts if c.label()), "unnamed medication")
+        end = None
         if isinstance(med, lean.MedicationRequest):
             start = parse_fhir_datetime(med.authoredOn)
         else:
             start = parse_fhir_datetime(
                 (med.effectivePeriod.start if med.effectivePeriod else None) or med.effectiveDateTime or med.dateAsserted
             )
+            end = parse_fhir_datetime(med.effectivePeriod.end) if med.effectivePeriod else None
         dose = None
+        per_day: float | None = None
         timing_parts: list[str] = []
         for d in dosages:
             for dr in d.doseAndRate:
@@ -426,6 +474,8 @@ class RecordBuilder:
                 every = _interval_text(d.timing.repeat)
                 if every:
                     timing_parts.append(every)
+                if per_day is None:
+                    per_day = _doses_per_day(d.timing.repeat)
         return MedicationUse(
             source=self._src(med),
             status=med.status,
@@ -437,6 +487,10 @@ class RecordBuilder:
             timing="; ".join(p for p in timing_parts if p) or None,
             draft=draft,
             selected=selected,
+            state="draft" if draft else (state or self._state(med) or med.status),
+            end=end,
+            intent=med.intent if isinstance(med, lean.MedicationRequest) else None,
+            doses_per_day=per_day,
         )
 
     @staticmethod
@@ -493,22 +547,34 @@ class RecordBuilder:
         return tuple(found.values())
 
     def _route(self, dosages: list[lean.Dosage], label: str, form: lean.CodeableConcept | None) -> str | None:
+        """The route: a coded Dosage.route (SNOMED), its text, then the label, dose form and dosage text.
+        In free text the local routes (eye, ear, skin, airway, ...) are looked for first: "gentamicin eye drops"
+        is ophthalmic even though "drops" could go with anything. A record repeats its orders: each resolved once."""
+        key = (tuple((tuple(d.route.codes()), d.route.label()) if d.route is not None else None for d in dosages),
+               label, form.label() if form else None, tuple(d.text for d in dosages))
+        if key not in self._routes_seen:
+            self._routes_seen[key] = self._find_route(dosages, label, form)
+        return self._routes_seen[key]
+
+    def _find_route(self, dosages: list[lean.Dosage], label: str, form: lean.CodeableConcept | None) -> str | None:
         routes = self.k.model.routes
+        by_code = self.k.route_by_snomed
+        patterns = self.k.route_patterns
         for d in dosages:
             if d.route is None:
                 continue
             for system, code in d.route.codes():
-                for name, r in routes.items():
-                    if code in r.snomed:
-                        return name
+                if code in by_code:
+                    return by_code[code]
             text = d.route.label().lower()
-            for name, pattern in self.k.route_patterns.items():
+            for name, pattern in patterns.items():
                 if pattern.search(text):
                     return name
         texts = [label.lower()] + ([form.label().lower()] if form else []) + [(d.text or "").lower() for d in dosages]
+        ordered = [n for n, r in routes.items() if not r.systemic] + [n for n, r in routes.items() if r.systemic]
         for text in texts:
-            for name in ("intravenous", "subcutaneous", "intramuscular", "oral"):
-                if name in self.k.route_patterns and self.k.route_patterns[name].search(text):
+            for name in ordered:
+                if name in patterns and patterns[name].search(text):
                     return name
         return None
 
@@ -561,6 +627,26 @@ def _same_reference(ref: str | None, patient_id: str) -> bool:
 
 
 _HOURS_PER_UNIT = {"h": 1.0, "d": 24.0, "wk": 168.0}
+
+
+def _last_known_date(med: lean.MedicationRequest | lean.MedicationStatement) -> datetime | None:
+    """A course's last known date: a statement's effectivePeriod.end, else its start; an order's authoredOn."""
+    if isinstance(med, lean.MedicationRequest):
+        return parse_fhir_datetime(med.authoredOn)
+    period = med.effectivePeriod
+    return parse_fhir_datetime((period.end if period else None) or (period.start if period else None)
+                               or med.effectiveDateTime or med.dateAsserted)
+
+
+def _doses_per_day(repeat: lean.TimingRepeat) -> float | None:
+    """Timing.repeat as administrations per day (frequency per period); None when it does not say."""
+    hours = _HOURS_PER_UNIT.get(repeat.periodUnit or "")
+    if hours is None or not repeat.period or repeat.period <= 0:
+        return None
+    frequency = repeat.frequency or 1
+    if frequency <= 0:
+        return None
+    return frequency * 24.0 / (repeat.period * hours)
 
 
 def _interval_text(repeat: lean.TimingRepeat) -> str | None:

@@ -94,6 +94,11 @@ class MedicationUse:
     timing: str | None = None  # dosage text / timing code text (e.g. "at night")
     draft: bool = False  # from context.draftOrders
     selected: bool = False  # order-select: among context.selections
+    # current (taken now) | on-hold (paused) | ended (completed/stopped) | planned (not started) | draft (draftOrders)
+    state: str = "current"
+    end: datetime | None = None  # last known date of a course (MedicationStatement effectivePeriod.end)
+    intent: str | None = None  # MedicationRequest.intent as sent
+    doses_per_day: float | None = None  # from structured Timing.repeat (frequency / period), when stated
 
     def classes(self) -> set[str]:
         return {c for m in self.ingredients for c in m.classes}
@@ -119,6 +124,10 @@ class MedicationUse:
             "route": self.route,
             "dose": {"value": self.dose.value, "unit": self.dose.unit} if self.dose else None,
             "timing": self.timing,
+            "state": self.state,
+            "end": self.end.isoformat() if self.end else None,
+            "intent": self.intent,
+            "dosesPerDay": self.doses_per_day,
             "ingredients": [
                 {"ingredient": m.ingredient, "classes": list(m.classes), "matchedBy": m.matched_by, "matchedCode": m.matched_code}
                 for m in self.ingredients
@@ -190,7 +199,9 @@ class PatientRecord:
     birth_date: date | None = None
     sex: str | None = None  # FHIR administrative gender
     labs: dict[str, list[LabResult]] = field(default_factory=dict)  # newest first
-    medications: list[MedicationUse] = field(default_factory=list)  # active, not drafted
+    medications: list[MedicationUse] = field(default_factory=list)  # current (active), not drafted
+    # not taken now: on hold, completed or stopped (within the lookback), planned (intended, intent plan/proposal)
+    medication_history: list[MedicationUse] = field(default_factory=list)
     draft_medications: list[MedicationUse] = field(default_factory=list)
     draft_services: list[DraftService] = field(default_factory=list)
     conditions: list[ConditionFact] = field(default_factory=list)

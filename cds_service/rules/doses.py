@@ -161,3 +161,54 @@ def magnesium_load_48h(orders: list[MedicationUse], k: Knowledge) -> MagnesiumLo
         else:
             loads.append(OrderLoad(m, d, n, d.mmol * n))
     return MagnesiumLoad(tuple(loads))
+
+
+# ---------------------------------------------------------------------------------------------- daily doses (issue 10 item 4)
+_PER_WEEK = [
+    (r"\b(every other day|alternate days|on alternate days|q\.?o\.?d|every 48 ?h(ours)?)\b", 3.5),
+    (r"\b(three times (a|per) week|thrice weekly|3 ?x ?(weekly|a week|per week)|t\.?i\.?w)\b", 3.0),
+    (r"\b(twice (a|per) week|twice weekly|2 ?x ?(weekly|a week|per week))\b", 2.0),
+    (r"\b(once (a|per) week|once weekly|weekly|every week)\b", 1.0),
+]
+
+
+def doses_per_day(m: MedicationUse) -> tuple[float | None, str]:
+    """Administrations per day and where that came from: the structured Timing.repeat first, then the dosage
+    text (qid/tid/bid/daily, every N hours, weekly patterns). (None, why) when neither says."""
+    if m.doses_per_day is not None:
+        return m.doses_per_day, "structured timing"
+    text = (m.timing or "").lower()
+    if not text:
+        return None, "no timing given"
+    for pattern, per_week in _PER_WEEK:
+        if re.search(pattern, text):
+            return per_week / 7.0, f"dosage text '{m.timing}'"
+    every = re.search(r"\b(?:every|q)\s*(\d+(?:\.\d+)?)\s*(?:h|hr|hrs|hour|hours)\b", text)
+    if every and float(every.group(1)) > 0:
+        return 24.0 / float(every.group(1)), f"dosage text '{m.timing}'"
+    for pattern, per_day in _PER_DAY:
+        if re.search(pattern, text):
+            return float(per_day), f"dosage text '{m.timing}'"
+    return None, f"frequency not readable from '{m.timing}'"
+
+
+@dataclass(frozen=True)
+class DailyDose:
+    """A drafted vitamin D analogue's dose in micrograms: per administration and per day (dose x frequency)."""
+
+    per_dose_ug: float | None
+    per_day_ug: float | None
+    explanation: str
+
+
+def daily_micrograms(m: MedicationUse) -> DailyDose:
+    """Daily dose = dose (µg) x administrations per day; the explanation writes the arithmetic out."""
+    per_dose = micrograms(m.dose)
+    if per_dose is None:
+        unit = f" ({m.dose.value:g} {m.dose.unit})" if m.dose is not None else ""
+        return DailyDose(None, None, f"dose not readable in micrograms{unit}")
+    per_day, how = doses_per_day(m)
+    if per_day is None:
+        return DailyDose(per_dose, None, f"{per_dose:g} µg per dose; {how}: daily total unknown")
+    total = per_dose * per_day
+    return DailyDose(per_dose, total, f"{per_dose:g} µg x {per_day:.3g} a day ({how}) = {total:.3g} µg a day")

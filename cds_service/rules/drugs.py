@@ -8,27 +8,41 @@ from .common import (
     GENERAL_OVERRIDES,
     active_with_class,
     days_since,
+    exposure_label,
+    exposure_lines,
+    group_by_ingredient,
+    group_label,
+    grouped_med_lines,
+    local_route_lines,
+    local_route_with_class,
+    planned_with_class,
+    recent_exposures,
     drafted_test,
     analyte_codes,
     lab_service_request,
     magnesium_is_low,
     med_line,
     policy_note,
+    unreadable_facts,
+    unreadable_note,
     wasting_classes,
 )
 
 
 def _drug_lines(ctx: RuleContext, meds) -> list[str]:
+    """Each drug once (its orders below it), its wasting classes with mechanism and source, long PPI use."""
     k = ctx.knowledge
     lines: list[str] = []
-    for m in meds:
-        lines.append(med_line(ctx, m))
+    for group in group_by_ingredient(meds):
+        lines += grouped_med_lines(ctx, group)
+        m = group[0]
         for cls in sorted(c for c in m.classes() if k.model.classes[c].wasting):
             c = k.model.classes[cls]
             lines.append(f"  - {c.display}: {c.mechanism} ({k.source(c.source).citation})")
-        if m.has_class("ppi") and m.start is not None:
+        starts = [x.start for x in group if x.start is not None]
+        if m.has_class("ppi") and starts:
             long_term = ctx.threshold("ppi_long_term_days")
-            d = days_since(ctx, m.start)
+            d = days_since(ctx, min(starts))
             if d is not None and d >= long_term:
                 lines.append(f"  - on a PPI for {d} days (>= {long_term:g}): the FDA 2011 warning applies; "
                              "about a quarter of cases are not corrected by supplements alone, stopping the PPI may be needed")
@@ -36,27 +50,54 @@ def _drug_lines(ctx: RuleContext, meds) -> list[str]:
 
 
 def magnesium_wasting_drug(ctx: RuleContext) -> Finding | None:
-    """Active magnesium-wasting drugs (knowledge classes with wasting: true) while the latest magnesium is
-    low: each drug, its class and mechanism, since when (and that a match came from text).
+    """Magnesium-wasting drugs (knowledge classes with wasting: true) while the latest magnesium is low: the ones
+    taken now by a systemic route, and recent exposure (a course on hold, or completed/stopped within its class's
+    window: platinum, EGFR antibodies, amphotericin B, foscarnet, pentamidine), each drug once with its orders and
+    dates. Planned (not started) drugs and local-route products (eye, ear, skin, airway, ...) are listed apart and
+    are never named as the cause.
 
-    On order hooks: relevant when a drafted order is a magnesium or potassium product or a wasting drug.
+    On order hooks: relevant when a drafted order is a magnesium or potassium product or a systemic wasting drug.
     """
     mg = magnesium_is_low(ctx)
     if mg is None:
         return None
-    meds = active_with_class(ctx, *wasting_classes(ctx))
-    if not meds:
+    wasting = wasting_classes(ctx)
+    meds = active_with_class(ctx, *wasting)
+    exposed = recent_exposures(ctx, *wasting)
+    if not meds and not exposed:
         return None
-    names = ", ".join(m.label for m in meds[:3]) + (f" and {len(meds) - 3} more" if len(meds) > 3 else "")
-    summary = f"Magnesium {short_value(mg)} on {mg.effective.date()} while on magnesium-wasting drug(s): {names}"
-    lines = ["Latest magnesium is low:", "", lab_fact_line(mg, "magnesium"), "",
-             f"Active magnesium-wasting drug{'s' if len(meds) > 1 else ''}:", ""]
-    lines += _drug_lines(ctx, meds)
+    labels = [group_label(g) for g in group_by_ingredient(meds)] + [exposure_label(g) for g in group_by_ingredient(exposed)]
+    names = ", ".join(labels[:3]) + (f" and {len(labels) - 3} more" if len(labels) > 3 else "")
+    if meds:
+        summary = f"Magnesium {short_value(mg)} on {mg.effective.date()} while on magnesium-wasting drug(s): {names}"
+    else:
+        summary = f"Magnesium {short_value(mg)} on {mg.effective.date()} after recent magnesium-wasting drug(s): {names}"
+    lines = ["Latest magnesium is low:", "", lab_fact_line(mg, "magnesium", now=ctx.now), *unreadable_note(ctx, mg), ""]
+    if meds:
+        lines += [f"Active magnesium-wasting drug{'s' if len(group_by_ingredient(meds)) > 1 else ''}:", ""]
+        lines += _drug_lines(ctx, meds)
+    if exposed:
+        if meds:
+            lines.append("")
+        lines += ["Recent exposure (on hold, or finished within the class's window; wasting can outlast the course):", ""]
+        for group in group_by_ingredient(exposed):
+            lines += exposure_lines(ctx, group)
+            k = ctx.knowledge
+            for cls in sorted(c for c in group[0].classes() if k.model.classes[c].wasting):
+                c = k.model.classes[cls]
+                lines.append(f"  - {c.display}: {c.mechanism} ({k.source(c.source).citation})")
+    planned = planned_with_class(ctx, *wasting)
+    if planned:
+        lines += ["", "Planned, not started (not a cause of this low magnesium; check magnesium before it starts):", ""]
+        lines += grouped_med_lines(ctx, planned)
+    local = local_route_with_class(ctx, *wasting)
+    if local:
+        lines += ["", "Not counted (local route):", ""] + local_route_lines(ctx, local)
     lines += ["", "Review whether each is still needed, or whether an alternative without magnesium wasting exists; "
                   "if it must continue, monitor magnesium and replace it."]
+    facts = (mg.to_fact(),) + tuple(m.to_fact() for m in meds + exposed + planned + local) + tuple(unreadable_facts(ctx, mg))
     return Finding(rule="magnesium-wasting-drug", indicator="warning", summary=summary, detail="\n".join(lines),
-                   facts=(mg.to_fact(),) + tuple(m.to_fact() for m in meds), source="guidance",
-                   override_reasons=GENERAL_OVERRIDES)
+                   facts=facts, source="guidance", override_reasons=GENERAL_OVERRIDES)
 
 
 def magnesium_monitoring_gap(ctx: RuleContext) -> Finding | None:
@@ -83,7 +124,7 @@ def magnesium_monitoring_gap(ctx: RuleContext) -> Finding | None:
     lines = [f"Magnesium-wasting drug{'s' if len(long_users) > 1 else ''} taken for more than {min_days:g} days:", ""]
     lines += _drug_lines(ctx, long_users)
     lines += ["", "Magnesium:"]
-    lines.append(lab_fact_line(latest, "magnesium") + f" — older than {window:g} days" if latest is not None
+    lines.append(lab_fact_line(latest, "magnesium", now=ctx.now) + f" — older than {window:g} days" if latest is not None
                  else f"- no magnesium result in the record (labs are read back {ctx.policy('lookback_days')} days)")
     lines += ["", "Check serum magnesium (and replace it if low).", "",
               policy_note(ctx, "monitoring_min_drug_days", "monitoring_window_days")]

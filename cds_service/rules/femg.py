@@ -7,6 +7,7 @@ from ..record.derived import Derived, femg, urine_ca_cr_ratio
 from ..record.kidney import Estimate
 from ..record.model import LabResult
 from .base import Action, Finding, RuleContext, Suggestion, digits_for, lab_fact_line, short_value
+from .common import recent_exposures, wasting_classes  # issue 10 item 9
 from .common import (
     GENERAL_OVERRIDES,
     above,
@@ -251,9 +252,13 @@ def _renal_wasting_finding(ctx: RuleContext, summary: str, lines: list[str], fac
             suggestions = (Suggestion("Order spot urine calcium (with urine creatinine)",
                                       (Action("create", "Order spot urine calcium (LOINC 17862-4)", sr),),
                                       key="order-urine-calcium"),)
-    wasting = [m for m in ctx.record.medications if any(ctx.knowledge.model.classes[c].wasting for c in m.classes())]
+    wasting = active_with_class(ctx, *wasting_classes(ctx))
     if wasting:
         lines += ["", "Active magnesium-wasting drugs may explain renal wasting: " + ", ".join(m.label for m in wasting) + "."]
+    exposed = recent_exposures(ctx, *wasting_classes(ctx))
+    if exposed:
+        lines += ["", "Recent magnesium-wasting drugs (on hold or recently finished) may explain renal wasting: "
+                  + ", ".join(m.label for m in exposed) + "."]
     return Finding(rule="femg-renal-wasting", indicator="warning", summary=summary, detail="\n".join(lines),
                    facts=tuple(facts), source=source, suggestions=suggestions, override_reasons=GENERAL_OVERRIDES)
 

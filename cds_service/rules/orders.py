@@ -33,7 +33,13 @@ from .common import (
     wasting_classes,
     within_advice_window,
 )
-from .doses import magnesium_dose, magnesium_load_48h, micrograms
+from .common import (
+    group_by_ingredient,
+    group_label,
+    grouped_med_lines,
+    systemic_drafts_with_class,
+)
+from .doses import administrations_per_48h, daily_micrograms, magnesium_dose, magnesium_load_48h
 from .regimens import Regimen, iv_regimen, iv_regimen_text, oral_regimen, paediatric_text
 
 SNOMED = "http://snomed.info/sct"
@@ -55,39 +61,121 @@ TOXICITY_WATCH = ("Toxicity watch during IV magnesium: check patellar reflexes (
                   "to reverse toxicity.")
 
 
+def _safer_alternative(ctx: RuleContext, m: MedicationUse) -> bool:
+    """Every wasting class of the drug has a usual alternative without magnesium wasting (PPIs, diuretics)."""
+    k = ctx.knowledge.model.classes
+    wasting = [c for c in m.classes() if k[c].wasting]
+    return bool(wasting) and all(k[c].safer_alternative for c in wasting)
+
+
+def _before_cycle(ctx: RuleContext, m: MedicationUse) -> bool:
+    k = ctx.knowledge.model.classes
+    return any(k[c].measure_before_cycle for c in m.classes())
+
+
 def order_wasting_drug(ctx: RuleContext) -> Finding | None:
-    """A drafted magnesium-wasting drug while the latest magnesium is low: warning, one 'remove the draft'
-    suggestion per drafted drug (delete by resourceId), and override reasons."""
-    mg = magnesium_is_low(ctx)
-    if mg is None:
-        return None
-    drafts = drafts_with_class(ctx, *wasting_classes(ctx))
+    """A drafted magnesium-wasting drug given by a systemic route (eye drops, creams, inhalers do not count): with
+    low magnesium, monitoring and replacement suggestions ("remove the draft" only where a safer alternative exists:
+    PPIs, diuretics); without a recent magnesium, a serum magnesium before a cycle of platinum or an EGFR antibody.
+
+    - Magnesium low: warning. "Remove the draft" only for drugs whose classes have a usual safer alternative
+      (PPIs, diuretics: knowledge safer_alternative); chemotherapy and anti-infectives get monitoring (serum
+      magnesium) and replacement suggestions instead (replacement not offered when magnesium is already drafted).
+    - Magnesium not measured recently and a drafted drug needs it before each cycle (cisplatin and other platinum
+      drugs, EGFR antibodies: knowledge measure_before_cycle): warning suggesting a serum magnesium first.
+    Each drug is listed once, with all its drafted orders.
+    """
+    drafts = systemic_drafts_with_class(ctx, *wasting_classes(ctx))
     if not drafts:
         return None
+    state, mg = magnesium_low_or_unmeasured(ctx)
+    if state == "low":
+        assert mg is not None
+        return _wasting_draft_with_low_magnesium(ctx, drafts, mg)
+    cycle = [m for m in drafts if _before_cycle(ctx, m)]
+    if state == "unmeasured" and cycle:
+        return _wasting_draft_without_recent_magnesium(ctx, cycle, mg)
+    return None
+
+
+def _monitoring_suggestion(ctx: RuleContext, reason: str) -> tuple[Suggestion, ...]:
+    if drafted_test(ctx, analyte_codes(ctx, "magnesium")):
+        return ()
+    sr = lab_service_request(ctx, "19123-9", reason)
+    return (Suggestion("Order serum magnesium", (Action("create", "Order serum magnesium (LOINC 19123-9)", sr),),
+                       is_recommended=True, key="order-magnesium"),)
+
+
+def _wasting_draft_with_low_magnesium(ctx: RuleContext, drafts: list[MedicationUse], mg: LabResult) -> Finding:
     k = ctx.knowledge
-    names = ", ".join(m.label for m in drafts)
+    groups = group_by_ingredient(drafts)
+    names = ", ".join(group_label(g) for g in groups)
     summary = f"Drafted {names} wastes magnesium; magnesium is {short_value(mg)} ({mg.effective.date()})"
     lines = ["Latest magnesium is low:", "", lab_fact_line(mg, "magnesium"), "", "Drafted magnesium-wasting order(s):", ""]
-    for m in drafts:
-        lines.append(med_line(ctx, m))
-        for cls in sorted(c for c in m.classes() if k.model.classes[c].wasting):
+    for group in groups:
+        lines += grouped_med_lines(ctx, group)
+        for cls in sorted(c for c in group[0].classes() if k.model.classes[c].wasting):
             lines.append(f"  - {k.model.classes[cls].display}: {k.model.classes[cls].mechanism}")
-    lines += ["", "Consider an alternative without magnesium wasting, or replace and monitor magnesium if it is needed."]
-    suggestions = tuple(
-        Suggestion(f"Remove the draft order for {m.label}",
-                   (Action("delete", f"Remove the draft order {_order_ref(m)}", resource_id=_order_ref(m)),),
-                   key=f"delete-{_order_ref(m)}")
-        for m in drafts if _order_ref(m)
-    )
+    removable = [g for g in groups if _safer_alternative(ctx, g[0])]
+    needed = [g for g in groups if not _safer_alternative(ctx, g[0])]
+    suggestions: list[Suggestion] = []
+    lines.append("")
+    if removable:
+        lines.append("Consider an alternative without magnesium wasting for " + ", ".join(g[0].label for g in removable) + ".")
+        for g in removable:
+            for m in g:
+                if _order_ref(m):
+                    which = f" ({_order_ref(m)})" if len(g) > 1 else ""
+                    suggestions.append(Suggestion(f"Remove the draft order for {m.label}{which}",
+                                                  (Action("delete", f"Remove the draft order {_order_ref(m)}",
+                                                          resource_id=_order_ref(m)),), key=f"delete-{_order_ref(m)}"))
+    if needed:
+        lines.append("Usually needed and without a like-for-like alternative: " + ", ".join(g[0].label for g in needed)
+                     + ". Replace magnesium and monitor it during treatment" +
+                     (", and before each cycle" if any(_before_cycle(ctx, g[0]) for g in needed) else "") + ".")
+        suggestions.extend(_monitoring_suggestion(ctx, "Monitoring during a magnesium-wasting drug with low magnesium"))
+        if drafts_with_class(ctx, "magnesium-supplement"):
+            lines.append("Magnesium replacement is already among the draft orders.")
+        else:
+            regimen = _magnesium_replacement(ctx, mg)
+            if regimen is None:
+                lines.append(paediatric_text(ctx))
+            else:
+                suggestions.append(Suggestion(f"Add magnesium: {regimen.label}", (Action("create", regimen.label,
+                                              regimen.resource),), is_recommended=True, key="add-magnesium"))
     return Finding(rule="order-wasting-drug", indicator="warning", summary=summary, detail="\n".join(lines),
-                   facts=(mg.to_fact(),) + tuple(m.to_fact() for m in drafts), source="guidance", suggestions=suggestions,
-                   override_reasons=WASTING_DRAFT_OVERRIDES + GENERAL_OVERRIDES[1:], selection_behavior="any")
+                   facts=(mg.to_fact(),) + tuple(m.to_fact() for m in drafts), source="guidance",
+                   suggestions=tuple(suggestions), override_reasons=WASTING_DRAFT_OVERRIDES + GENERAL_OVERRIDES[1:],
+                   selection_behavior="any")
+
+
+def _wasting_draft_without_recent_magnesium(ctx: RuleContext, drafts: list[MedicationUse], mg: LabResult | None) -> Finding:
+    groups = group_by_ingredient(drafts)
+    names = ", ".join(group_label(g) for g in groups)
+    days = ctx.policy("magnesium_recent_days")
+    when = f"last {mg.effective.date()}" if mg is not None else "never measured"
+    summary = f"Drafted {names}: measure magnesium before the cycle ({when})"
+    lines = ["Drafted drug(s) that need a magnesium before each cycle:", ""] + grouped_med_lines(ctx, drafts) + [""]
+    for cls in sorted({c for m in drafts for c in m.classes() if ctx.knowledge.model.classes[c].measure_before_cycle}):
+        c = ctx.knowledge.model.classes[cls]
+        lines.append(f"- {c.display}: {c.mechanism} ({ctx.knowledge.source(c.source).citation})")
+        lines.append(f"  - {ctx.knowledge.source(c.measure_before_cycle_source or c.source).citation}")
+    lines += ["", (lab_fact_line(mg, "magnesium") + f" — older than {days} days") if mg is not None
+              else "- no magnesium result in the record", "",
+              "Measure serum magnesium before this cycle and replace it if low.", "", policy_note(ctx, "magnesium_recent_days")]
+    facts = tuple(m.to_fact() for m in drafts) + ((mg.to_fact(),) if mg is not None else ())
+    sources = [ctx.knowledge.model.classes[c].measure_before_cycle_source for m in drafts for c in sorted(m.classes())
+               if ctx.knowledge.model.classes[c].measure_before_cycle]
+    return Finding(rule="order-wasting-drug", indicator="warning", summary=summary, detail="\n".join(lines), facts=facts,
+                   source=next((x for x in sources if x), "guidance"),
+                   suggestions=_monitoring_suggestion(ctx, "Magnesium before a cycle of a magnesium-wasting drug"),
+                   override_reasons=GENERAL_OVERRIDES)
 
 
 def _magnesium_replacement(ctx: RuleContext, mg: LabResult) -> Regimen | None:
     """The replacement matched to the severity (IV if severe, else oral at night), reduced with low kidney
     function; None for a child (no adult dose)."""
-    return iv_regimen(ctx) if mg.value < ctx.threshold("magnesium_severe") else oral_regimen(ctx)
+    return iv_regimen(ctx) if below(mg, ctx.threshold("magnesium_severe")) else oral_regimen(ctx)
 
 
 def order_potassium_without_magnesium(ctx: RuleContext) -> Finding | None:
@@ -267,25 +355,67 @@ def order_iv_magnesium(ctx: RuleContext) -> Finding | None:
 
 
 def order_vitamin_d_analogue(ctx: RuleContext) -> Finding | None:
-    """Drafted alfacalcidol or calcitriol: weekly calcium checks at first (suggested as a ServiceRequest), and
-    a warning when calcium is already above range (judged on a recent ionized calcium, else albumin-corrected, else
-    total calcium; the card says which) or a dose exceeds 9 µg."""
+    """Drafted alfacalcidol or calcitriol: weekly calcium checks at first (suggested as a ServiceRequest), and a
+    warning when calcium is already above range (judged on a recent ionized calcium, else albumin-corrected, else
+    total calcium; the card says which) or a drafted daily dose (dose x frequency, from the structured timing first,
+    then the dosage text) exceeds that drug's own daily ceiling (alfacalcidol: guidance; calcitriol: its label). When
+    the frequency is unreadable a single dose above the daily ceiling still warns. A child gets no adult dosing text
+    (the ceilings are adult figures and only an outer bound)."""
     drafts = drafts_with_class(ctx, "vitamin-d-analogue")
     if not drafts:
         return None
+    k = ctx.knowledge
     status = calcium_status(ctx)  # ionized (recent) > albumin-corrected > total: the card says which
     ca = status.inputs[0] if status is not None else None
     high = status is not None and status.high
-    top = ctx.threshold("alfacalcidol_max_ug")
-    over = [m for m in drafts if (micrograms(m.dose) or 0) > top]
     names = ", ".join(m.label for m in drafts)
     interval = int(ctx.threshold("calcium_check_interval_days"))
-    lines = ["Drafted active vitamin D analogue:", ""] + [med_line(ctx, m, with_class=False) for m in drafts] + [""]
-    lines.append(f"Alfacalcidol: start {ctx.threshold('alfacalcidol_start_ug'):g} µg daily, increase gradually up to {top:g} µg "
-                 f"daily; check serum calcium at least every {interval} days at first (hypercalcaemia causes stones and "
-                 "renal failure).")
+    lines = ["Drafted active vitamin D analogue:", ""]
+    over: list[str] = []
+    for group in group_by_ingredient(drafts):
+        m0 = group[0]
+        if len(group) > 1:
+            lines.append(f"- **{m0.label}**: {len(group)} drafted orders, their daily doses added")
+        doses = []
+        for m in group:
+            lines.append(("  " if len(group) > 1 else "") + med_line(ctx, m, with_class=False))
+            dose = daily_micrograms(m)
+            doses.append(dose)
+            lines.append(("  " if len(group) > 1 else "") + f"  - daily dose: {dose.explanation}")
+        ceiling_key = next((k.model.ingredients[i.ingredient].daily_max for i in m0.ingredients
+                            if k.model.ingredients[i.ingredient].daily_max), None)
+        if ceiling_key is None:
+            lines.append("  - no daily ceiling in the knowledge for this product: check the dose against its label")
+            continue
+        t = k.threshold(ceiling_key)
+        ceiling = float(t.value)
+        name = " + ".join(i.ingredient for i in m0.ingredients) or m0.label
+        known = [d.per_day_ug for d in doses if d.per_day_ug is not None]
+        total = sum(known) if known else None
+        if len(group) > 1 and total is not None:
+            lines.append(f"  - {name} drafted in all: {' + '.join(f'{v:.3g}' for v in known)} = {total:.3g} µg a day"
+                         + ("" if len(known) == len(doses) else " (at least: a frequency is unreadable)"))
+        lines.append(f"  - ceiling for {name}: {ceiling:g} µg a day ({k.source(t.source).citation})")
+        if total is not None and total > ceiling:
+            over.append(f"{name} {total:.3g} µg a day > {ceiling:g} µg a day")
+        else:
+            single = [d.per_dose_ug for d in doses if d.per_day_ug is None and d.per_dose_ug is not None and d.per_dose_ug > ceiling]
+            if single:
+                over.append(f"{name}: one dose of {max(single):g} µg > {ceiling:g} µg a day")
+    lines.append("")
+    ingredients = {i.ingredient for m in drafts for i in m.ingredients}
+    if ctx.child:
+        lines.append(paediatric_text(ctx) + " The daily ceilings above are adult figures, shown only as an outer bound.")
+        ingredients = set()
+    if "alfacalcidol" in ingredients:
+        lines.append(f"Alfacalcidol: start {ctx.threshold('alfacalcidol_start_ug'):g} µg daily, increase gradually up to "
+                     f"{ctx.threshold('alfacalcidol_max_ug'):g} µg daily (guidance).")
+    if "calcitriol" in ingredients:
+        lines.append(f"Calcitriol: start 0.25 µg a day and increase slowly; the label's adult ranges reach "
+                     f"{ctx.threshold('calcitriol_max_ug'):g} µg a day (the alfacalcidol ceiling does not apply to calcitriol).")
+    lines.append(f"Check serum calcium at least every {interval} days at first (hypercalcaemia causes stones and renal failure).")
     if over:
-        lines.append("**Dose above " + f"{top:g} µg daily: " + ", ".join(f"{m.label} {m.dose.value:g} {m.dose.unit}" for m in over) + "**")
+        lines.append("**Daily dose above the drug's ceiling: " + "; ".join(over) + "**")
     lines.append("")
     if ca is None:
         lines.append("- no serum calcium in the record: measure a baseline")
@@ -296,6 +426,8 @@ def order_vitamin_d_analogue(ctx: RuleContext) -> Finding | None:
             summary = f"{names} drafted with calcium already high ({status.label} {status.shown}, {ca.effective.date()})"
         else:
             summary = f"{names} drafted: check calcium weekly at first (latest {status.label} {status.shown}, {ca.effective.date()})"
+    if over and not high:
+        summary = "Vitamin D analogue drafted above its own daily ceiling: " + "; ".join(over)
     suggestions: tuple[Suggestion, ...] = ()
     if not drafted_test(ctx, analyte_codes(ctx, "calcium")):
         sr = lab_service_request(ctx, "17861-6", "Alfacalcidol/calcitriol: weekly serum calcium", {

@@ -32,13 +32,14 @@ def test_order_select_uses_only_selected_drafts_order_sign_all():
 
 # ---------------------------------------------------------------- order-wasting-drug
 def test_wasting_draft_warning_with_delete_and_override_reasons():
-    f = run("order-wasting-drug", record(lab("magnesium", 1.5), drafts=[med("cisplatin", draft=True, rid="cis")]), "order-sign")
-    assert f.indicator == "warning" and "Cisplatin" in f.summary and "1.50 mg/dL" in f.summary
+    # a PPI has a safer alternative: "remove the draft" is offered (chemotherapy: see test_medication_safety.py)
+    f = run("order-wasting-drug", record(lab("magnesium", 1.5), drafts=[med("pantoprazole", draft=True, rid="ppi")]), "order-sign")
+    assert f.indicator == "warning" and "Pantoprazole" in f.summary and "1.50 mg/dL" in f.summary
     (s,) = f.suggestions
     (a,) = s.actions
-    assert a.type == "delete" and a.resource_id == "MedicationRequest/cis" and a.resource is None
+    assert a.type == "delete" and a.resource_id == "MedicationRequest/ppi" and a.resource is None
     assert {o.code for o in f.override_reasons} >= {"benefit-outweighs-risk", "magnesium-being-replaced"}
-    assert "platinum chemotherapy" in f.detail
+    assert "proton-pump inhibitor" in f.detail
 
 
 def test_wasting_draft_quiet_when_magnesium_normal_or_unmeasured():
@@ -171,7 +172,7 @@ def test_vitamin_d_draft_weekly_calcium_and_high_calcium_warning():
     assert high.indicator == "warning" and "already high" in high.summary and high.override_reasons
     big = run("order-vitamin-d-analogue", record(lab("calcium", 9.0), drafts=[med("alfacalcidol", dose=(10, "mcg"), draft=True)]),
               "order-sign")
-    assert big.indicator == "warning" and "Dose above 9" in big.detail
+    assert big.indicator == "warning" and "one dose of 10 µg > 9 µg a day" in big.detail
 
 
 def test_vitamin_d_draft_lab_range_wins_and_no_calcium():
