@@ -29,7 +29,7 @@ def in_checkout() -> bool:
 @functools.cache
 def packaged_dir(name: str) -> Path:
     """The copy of ``name`` shipped inside the installed package (it may not exist in a checkout)."""
-    resource = files(__package__).joinpath(PACKAGED).joinpath(name)
+    resource = files("cds_service").joinpath(PACKAGED).joinpath(name)
     if isinstance(resource, Path):
         return resource
     return Path(_extracted.enter_context(as_file(resource)))
