@@ -7,18 +7,12 @@ packaged copy, read with ``importlib.resources``.
 """
 from __future__ import annotations
 
-import atexit
-import contextlib
-import functools
-from importlib.resources import as_file, files
+from importlib.resources import files
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 CHECKOUT_DIR = PACKAGE_DIR.parent
 PACKAGED = "_data"
-
-_extracted = contextlib.ExitStack()  # only for a zipped install: directories extracted for the process's life
-atexit.register(_extracted.close)
 
 
 def in_checkout() -> bool:
@@ -26,13 +20,12 @@ def in_checkout() -> bool:
     return (CHECKOUT_DIR / "pyproject.toml").is_file()
 
 
-@functools.cache
 def packaged_dir(name: str) -> Path:
-    """The copy of ``name`` shipped inside the installed package (it may not exist in a checkout)."""
-    resource = files("cds_service").joinpath(PACKAGED).joinpath(name)
-    if isinstance(resource, Path):
-        return resource
-    return Path(_extracted.enter_context(as_file(resource)))
+    """The copy of ``name`` shipped inside the installed package (it may not exist in a checkout).
+
+    pip unpacks wheels, so this is a real directory; a zipped package is not supported (set CDS_HOOKS_DIR
+    and CDS_FIXTURES_DIR), and the loaders then name the missing path."""
+    return Path(str(files("cds_service").joinpath(PACKAGED).joinpath(name)))
 
 
 def data_dir(name: str) -> Path:
