@@ -10,18 +10,19 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# dependencies + package first (layer cache), then the data the service and the loader read
-COPY pyproject.toml README.md ./
+# the package and the top-level data its build ships inside it (setup.py: hooks/, fixture scenarios)
+COPY pyproject.toml setup.py MANIFEST.in README.md ./
 COPY cds_service ./cds_service
-RUN pip install '.[postgres]'
 COPY hooks ./hooks
 COPY fixtures ./fixtures
+RUN pip install '.[postgres]'
 
 RUN useradd --system --uid 10001 --user-group --home-dir /app --no-create-home --shell /usr/sbin/nologin cds \
     && mkdir -p /app/data \
     && chown cds:cds /app/data
 
-# hook definitions are not inside the installed package: point the service at the copied ones.
+# the installed package carries hooks/ and the fixture scenarios; these variables point at the copies in
+# /app instead, so that a deployment can mount its own definitions over them.
 # The SQLite default is for a single container; compose sets CDS_DATABASE_URL to PostgreSQL.
 ENV CDS_HOOKS_DIR=/app/hooks \
     CDS_FIXTURES_DIR=/app/fixtures \

@@ -227,7 +227,7 @@ def fixtures() -> None:
 @click.option("--scenario", "scenario_ids", multiple=True, help="Load only this scenario (repeatable; default all).")
 @click.option("--fhir-token", default=None, help="Bearer token, for a sandbox that requires one.")
 @click.option("--individual-puts", is_flag=True, help="One PUT per resource even when the server supports transactions.")
-@click.option("--fixtures-dir", default=None, help="Fixture directory (default CDS_FIXTURES_DIR or the repository's fixtures/).")
+@click.option("--fixtures-dir", default=None, help="Fixture directory (default CDS_FIXTURES_DIR, else the checkout's or the installed package's fixtures/).")
 def fixtures_load(fhir_base: str, wait_seconds: float, scenario_ids: tuple[str, ...], fhir_token: str | None,
                   individual_puts: bool, fixtures_dir: str | None) -> None:
     """PUT every scenario's transaction bundle (stable ids: loading twice changes nothing)."""
@@ -260,7 +260,7 @@ def fixtures_load(fhir_base: str, wait_seconds: float, scenario_ids: tuple[str, 
 
 
 @fixtures.command("list")
-@click.option("--fixtures-dir", default=None, help="Fixture directory (default CDS_FIXTURES_DIR or the repository's fixtures/).")
+@click.option("--fixtures-dir", default=None, help="Fixture directory (default CDS_FIXTURES_DIR, else the checkout's or the installed package's fixtures/).")
 def fixtures_list(fixtures_dir: str | None) -> None:
     """Each scenario: patient id, draft orders, and the cards each hook is expected to return."""
     from .fixtures import FixtureError, list_scenarios
@@ -278,7 +278,7 @@ def fixtures_list(fixtures_dir: str | None) -> None:
 @fixtures.command("requests")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Directory to (re)write.")
 @click.option("--now", default="2026-11-25T12:00:00Z", show_default=True, help="The fixtures' today (lookback window).")
-@click.option("--fixtures-dir", default=None, help="Fixture directory (default CDS_FIXTURES_DIR or the repository's fixtures/).")
+@click.option("--fixtures-dir", default=None, help="Fixture directory (default CDS_FIXTURES_DIR, else the checkout's or the installed package's fixtures/).")
 def fixtures_requests(out_dir: str, now: str, fixtures_dir: str | None) -> None:
     """Write a ready hook request per scenario and hook, with and without prefetch (for curl)."""
     from .app import create_app

@@ -15,7 +15,10 @@ REPO_DIR = PACKAGE_DIR.parent
 
 
 def _default_hooks_dir() -> str:
-    return str(REPO_DIR / "hooks")
+    """The checkout's hooks/ (editable install), else the copy shipped in the package."""
+    from .bundled import data_dir
+
+    return str(data_dir("hooks"))
 
 
 def _parse_bool(value: str) -> bool:

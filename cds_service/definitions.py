@@ -136,7 +136,7 @@ def load_definitions(directory: str | Path, knowledge: Knowledge) -> ServiceCata
     path = Path(directory)
     files = sorted(path.glob("*.yaml")) + sorted(path.glob("*.yml"))
     if not files:
-        raise ConfigurationError(f"no CDS service definitions (*.yaml) in {path}")
+        raise ConfigurationError(f"no CDS service definitions (*.yaml) in {path} (CDS_HOOKS_DIR sets the directory)")
     services: list[ServiceDefinition] = []
     for f in files:
         try:

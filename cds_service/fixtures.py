@@ -1,6 +1,7 @@
 """Scenario fixtures: list them, read their bundles, turn them into prefetch and ready hook requests.
 
-The scenario patients live in ``fixtures/`` at the repository root (``CDS_FIXTURES_DIR`` overrides):
+The scenario patients live in ``fixtures/`` at the repository root, shipped inside the package by a
+wheel (``CDS_FIXTURES_DIR`` overrides; see ``cds_service.bundled``):
 ``scenarios.yaml`` (the index with each scenario's expected cards), ``scenarios/<id>.json`` (FHIR R4
 transaction Bundles) and ``drafts/<id>.json`` (draft orders for the order hooks).
 
@@ -64,7 +65,9 @@ def fixtures_dir(directory: str | Path | None = None) -> Path:
     env = os.environ.get("CDS_FIXTURES_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "fixtures"
+    from .bundled import data_dir
+
+    return data_dir("fixtures")  # the checkout's fixtures/, else the copy shipped in the package
 
 
 def list_scenarios(directory: str | Path | None = None) -> list[Scenario]:

@@ -67,7 +67,7 @@ def _source_comment(name: str) -> str:
 
 def _default(f) -> str:  # type: ignore[no-untyped-def]
     if f.name == "hooks_dir":
-        return "`hooks/` of the repository"
+        return "`hooks/` of the checkout, else the copy shipped in the package"
     value = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
     if isinstance(value, tuple):
         return f"`{','.join(value)}`" if value else "(empty)"
