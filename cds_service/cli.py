@@ -28,11 +28,13 @@ def main() -> None:
     """CDS Hooks 2.0 service for refractory hypomagnesemia."""
 
 
-def run_gunicorn(build: Any, settings: Settings) -> None:
+def run_gunicorn(build: Any, settings: Settings, preflight: Any = None) -> None:
     """Serve the WSGI app that ``build()`` returns (called in each worker) under gunicorn with our settings.
 
     The benchmark's trivial endpoint runs through this too, so both are measured under the same server."""
     from gunicorn.app.base import BaseApplication
+
+    from .serving import apply_gunicorn_settings
 
     class _App(BaseApplication):
         def load_config(self) -> None:
@@ -45,6 +47,7 @@ def run_gunicorn(build: Any, settings: Settings) -> None:
             self.cfg.set("accesslog", "-")
             # no query strings or headers in the access log (tokens, PHI)
             self.cfg.set("access_log_format", '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms')
+            apply_gunicorn_settings(self.cfg, settings, preflight)  # logs, control socket, ready line, metrics
 
         def load(self) -> Any:
             return build()
@@ -60,8 +63,13 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     """Run the service under gunicorn (production WSGI server)."""
     from os import environ  # production default: client authentication required unless CDS_AUTH_MODE says otherwise
 
-    settings = Settings.from_env(host=host, port=port, workers=workers,
-                                 auth_mode=None if "CDS_AUTH_MODE" in environ else "required")
+    try:
+        settings = Settings.from_env(host=host, port=port, workers=workers,
+                                     auth_mode=None if "CDS_AUTH_MODE" in environ else "required")
+    except ValueError as exc:
+        click.echo(f"cds-service serve: {exc}. Fix: correct that variable (README, Configuration)", err=True)
+        sys.exit(2)
+    found = _serve_preflight(settings)
     from .app import create_app, settle_heap
 
     def build() -> Any:
@@ -69,7 +77,25 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         settle_heap()
         return app
 
-    run_gunicorn(build, settings)
+    run_gunicorn(build, settings, found)
+
+
+def _serve_preflight(settings: Settings) -> Any:
+    """Check the configuration before gunicorn starts: a problem is one line with its fix, and exit 2."""
+    from . import logs
+
+    logs.configure(settings.log_level, settings.log_format)
+    from .serving import EXIT_CONFIG, PreflightError, log, preflight, prepare_metrics_dir, remove_metrics_dir, warn_if_open
+
+    prepare_metrics_dir()  # before anything imports prometheus_client
+    try:
+        found = preflight(settings)
+    except PreflightError as exc:
+        log.error("cannot start: %s", exc)
+        remove_metrics_dir()
+        sys.exit(EXIT_CONFIG)
+    warn_if_open(settings)
+    return found
 
 
 @main.command()
