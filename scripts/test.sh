@@ -4,7 +4,7 @@
 #   bash scripts/test.sh [pytest args...]      e.g. bash scripts/test.sh -x -k prefetch
 #
 # Phases (each timed; a summary is printed at the end):
-#   1. venv      .venv for the project (created if missing) + pip install -e '.[test]'
+#   1. venv      .venv for the project (created if missing) + pip install -e '.[test]' (says every 15 s that pip still runs)
 #                (skipped when pyproject.toml is unchanged since the last install; CDS_TEST_REINSTALL=1 forces it)
 #   2. apt       Debian chromium + chromium-driver when /usr/bin/chromium is missing, docker-compose when a
 #                docker-compose.yml exists and docker-compose is missing, postgresql when its binaries are
@@ -31,6 +31,8 @@ APT_LOG="$CACHE_DIR/apt.log"
 mkdir -p "$CACHE_DIR"
 
 say() { echo "[test.sh] $*" >&2; }
+# with_progress: the long quiet steps (pip) say they are still running
+. "$ROOT/scripts/progress.sh"
 die() { say "ERROR: $*"; exit 1; }
 
 # ---------------------------------------------------------------- timings
@@ -125,7 +127,7 @@ STAMP="$( { "$VENV/bin/python" --version 2>&1; cat pyproject.toml; cat setup.cfg
 if [ "${CDS_TEST_REINSTALL:-0}" != 0 ] || [ ! -f "$STAMP_FILE" ] || [ "$(cat "$STAMP_FILE")" != "$STAMP" ]; then
   say "pip install -e '.[test]' into $VENV"
   rm -f "$STAMP_FILE"
-  quiet_pip "$VENV/bin/python" -m pip install -q -e '.[test]'
+  PROGRESS_PREFIX="[test.sh]" with_progress "pip install -e '.[test]'" quiet_pip "$VENV/bin/python" -m pip install -q -e '.[test]'
   echo "$STAMP" > "$STAMP_FILE"
 else
   say "pyproject.toml unchanged since the last install: skipping pip (CDS_TEST_REINSTALL=1 forces it)"
@@ -186,6 +188,7 @@ if [ -n "${CDS_TEST_FHIR_BASE:-}" ]; then
   say "using the external FHIR server CDS_TEST_FHIR_BASE=$CDS_TEST_FHIR_BASE"
 else
   STARTED_FHIR=1
+  say "starting the local FHIR server (the first run builds its venv, about a minute)"
   CDS_TEST_FHIR_BASE="$(bash scripts/fhir-server.sh start)"
   # the server's SQLite store; its `traffic` table records every inbound request (Authorization redacted)
   CDS_TEST_FHIR_TRAFFIC_DB="$(bash scripts/fhir-server.sh db)"
