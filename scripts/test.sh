@@ -8,7 +8,8 @@
 #                (skipped when pyproject.toml is unchanged since the last install; CDS_TEST_REINSTALL=1 forces it)
 #   2. apt       Debian chromium + chromium-driver when /usr/bin/chromium is missing, docker-compose when a
 #                docker-compose.yml exists and docker-compose is missing, postgresql when its binaries are
-#                missing and a local PostgreSQL is needed (CDS_TEST_SKIP_APT=1 skips this phase)
+#                missing and a local PostgreSQL is needed, nginx-light when nginx is missing
+#                (CDS_TEST_SKIP_APT=1 skips this phase)
 #   3. compose   docker-compose -f docker-compose.yml config -q   (offline validation; only if the file exists)
 #   4. fhir      local FHIR server (scripts/fhir-server.sh), unless CDS_TEST_FHIR_BASE is already set
 #   5. postgres  throwaway PostgreSQL (scripts/postgres.sh), unless CDS_TEST_POSTGRES_URL is already set
@@ -142,6 +143,7 @@ APT_PKGS=()
 if [ -x /usr/bin/chromium ] && [ ! -x /usr/bin/chromedriver ]; then APT_PKGS+=(chromium-driver); fi
 if [ -f "$COMPOSE_FILE" ] && ! command -v docker-compose >/dev/null 2>&1; then APT_PKGS+=(docker-compose); fi
 if [ -z "${CDS_TEST_POSTGRES_URL:-}" ] && [ -z "${CDS_PG_BINDIR:-}" ] && ! have_pg_binaries; then APT_PKGS+=(postgresql); fi
+[ -x /usr/sbin/nginx ] || APT_PKGS+=(nginx-light)   # the Kubernetes proxy config is run in front of the service
 if [ "${#APT_PKGS[@]}" = 0 ]; then
   say "nothing to install"
 elif [ "${CDS_TEST_SKIP_APT:-0}" != 0 ]; then
@@ -159,7 +161,17 @@ else
   say "apt-get update took $(elapsed "$t0") s"
   t0="$EPOCHREALTIME"
   say "apt-get install --no-install-recommends ${APT_PKGS[*]}"
-  if ! run_as_root apt-get install -y -q --no-install-recommends "${APT_OPTS[@]}" "${APT_PKGS[@]}" >> "$APT_LOG" 2>&1; then
+  # packaged daemons (nginx, postgresql) must not be started by their install scripts: tests start their own
+  OWN_POLICY_RC=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | run_as_root tee /usr/sbin/policy-rc.d >/dev/null && run_as_root chmod 755 /usr/sbin/policy-rc.d
+    OWN_POLICY_RC=1
+  fi
+  APT_RC=0
+  PROGRESS_PREFIX="[test.sh]" with_progress "apt-get install" \
+    run_as_root apt-get install -y -q --no-install-recommends "${APT_OPTS[@]}" "${APT_PKGS[@]}" >> "$APT_LOG" 2>&1 || APT_RC=$?
+  [ "$OWN_POLICY_RC" = 1 ] && run_as_root rm -f /usr/sbin/policy-rc.d
+  if [ "$APT_RC" != 0 ]; then
     tail -n 40 "$APT_LOG" >&2
     die "apt-get install ${APT_PKGS[*]} failed (full log: $APT_LOG)"
   fi
