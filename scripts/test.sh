@@ -168,8 +168,8 @@ else
     OWN_POLICY_RC=1
   fi
   APT_RC=0
-  PROGRESS_PREFIX="[test.sh]" with_progress "apt-get install" \
-    run_as_root apt-get install -y -q --no-install-recommends "${APT_OPTS[@]}" "${APT_PKGS[@]}" >> "$APT_LOG" 2>&1 || APT_RC=$?
+  apt_install() { run_as_root apt-get install -y -q --no-install-recommends "${APT_OPTS[@]}" "${APT_PKGS[@]}" >> "$APT_LOG" 2>&1; }
+  PROGRESS_PREFIX="[test.sh]" with_progress "apt-get install (log: $APT_LOG)" apt_install || APT_RC=$?
   [ "$OWN_POLICY_RC" = 1 ] && run_as_root rm -f /usr/sbin/policy-rc.d
   if [ "$APT_RC" != 0 ]; then
     tail -n 40 "$APT_LOG" >&2
