@@ -21,7 +21,8 @@ FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # what the service writes at INFO that an operator does not need at start-up (every worker migrates)
 QUIET_AT_INFO = ("alembic",)
-_QUERY = re.compile(r"(https?://[^\s?'\"<>]+)\?[^\s'\"<>)]*")
+# a URL or path followed by a query string (urllib3 logs the path and query, without the host)
+_QUERY = re.compile(r"((?:https?://|/)[^\s?'\"<>]*)\?[^\s'\"<>]*=[^\s'\"<>]*")
 
 
 def _utc_iso(created: float) -> str:
@@ -51,7 +52,8 @@ class JsonLineFormatter(JsonFormatter):
 
 
 def redact_queries(text: str) -> str:
-    """``https://h/fhir/Observation?patient=p1&code=x`` -> ``https://h/fhir/Observation?[query redacted]``."""
+    """``https://h/fhir/Observation?patient=p1&code=x`` -> ``https://h/fhir/Observation?[query redacted]``
+    (also a bare path with a query, as urllib3's retry warnings print it)."""
     return _QUERY.sub(r"\1?[query redacted]", text)
 
 

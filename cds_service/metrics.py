@@ -79,8 +79,8 @@ def observe_call(inv: Any, known_service: bool) -> None:
             PREFETCH.labels(service, key, str(outcome).split(" ", 1)[0]).inc()
 
 
-def audit_written(invocations: Any) -> None:
-    """Called by the audit writer after a commit: counts and the lag from response to commit."""
+def audit_written(invocations: Any, store: Any = None) -> None:
+    """Called by the audit writer after a commit: counts, the lag from response to commit, the queue left."""
     now = time.time()
     n = 0
     for inv in invocations:
@@ -88,6 +88,8 @@ def audit_written(invocations: Any) -> None:
         answered = inv.received_at.timestamp() + (inv.latency_ms or 0.0) / 1000.0
         AUDIT_LAG.observe(max(0.0, now - answered))
     AUDIT_WRITTEN.inc(n)
+    if store is not None:
+        sync_audit(store)
 
 
 def sync_audit(store: Any) -> None:

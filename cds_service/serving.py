@@ -127,9 +127,14 @@ def _check_database(url: str) -> str:
     except (ArgumentError, NoSuchModuleError, ValueError, ImportError) as exc:
         raise PreflightError(f"CDS_DATABASE_URL={shown} is not a database URL the service can use ({one_line(exc, 200)})",
                              fix) from None
+    folder = os.path.dirname(os.path.abspath(engine.url.database or "")) if engine.url.get_backend_name() == "sqlite" else ""
+    if folder and not (engine.url.database or ":memory:").startswith((":memory:", "file:")) and not os.path.isdir(folder):
+        engine.dispose()
+        raise PreflightError(f"CDS_DATABASE_URL={shown}: cannot open the audit database (the directory {folder} "
+                             "does not exist)", fix)
     try:
         upgrade(engine)
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, OSError) as exc:
         cause = one_line(getattr(exc, "orig", None) or exc, 240)
         raise PreflightError(f"CDS_DATABASE_URL={shown}: cannot open the audit database ({cause})", fix) from None
     finally:

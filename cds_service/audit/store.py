@@ -220,7 +220,7 @@ class AuditStore:
                 for inv in batch:
                     self._add(s, inv)
             self.written += len(batch)
-            metrics.audit_written(batch)
+            metrics.audit_written(batch, self)
         except Exception:  # one bad record or an outage: fall back to one transaction each, with retries
             for inv in batch:
                 self._write(inv)
@@ -230,7 +230,7 @@ class AuditStore:
             try:
                 self._insert(inv)
                 self.written += 1
-                metrics.audit_written((inv,))
+                metrics.audit_written((inv,), self)
                 return
             except Exception as exc:  # a store outage must never reach the client
                 self._note_error(f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
