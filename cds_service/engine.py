@@ -24,6 +24,7 @@ from .record.lean import MODELS
 from .record.model import PatientRecord
 from .rules import RULES
 from .rules.base import Finding, Rule, RuleContext
+from .rules.common import with_unreadable_named
 
 log = logging.getLogger(__name__)
 MEDICATION_TYPES = frozenset({"MedicationRequest", "MedicationStatement", "Medication"})
@@ -77,6 +78,8 @@ def snapshot(rec: PatientRecord) -> dict[str, Any]:
         "conditions": [c.to_fact() for c in rec.conditions],
         "gaps": [g.to_json() for g in rec.gaps],
         "available": rec.available,
+        "unreadable": {k: [u.to_fact() for u in v] for k, v in rec.unreadable.items()},
+        "notes": [g.to_json() for g in rec.notes],
     }
 
 
@@ -96,7 +99,7 @@ def evaluate_rules(ctx: RuleContext, rules: tuple[Rule, ...] = RULES) -> tuple[l
             errors[rule.id] = f"{type(exc).__name__}: {exc}"
             continue
         if f is not None:
-            findings.append(f)
+            findings.append(with_unreadable_named(ctx, f))  # issue 10: newer unreadable results named on every card
     suppressed = {s for rule in rules if rule.id in {f.rule for f in findings} for s in rule.suppresses}
     return [f for f in findings if f.rule not in suppressed], evaluated, errors
 
@@ -167,7 +170,7 @@ class Engine:
             invocation.rules_fired = [f.rule for f in findings]
             invocation.rule_errors = errors
             invocation.cards = cards
-            invocation.gaps = [g.to_json() for g in record.gaps]
+            invocation.gaps = [g.to_json() for g in record.gaps + record.notes]  # notes: audit only, no card
             invocation.facts = {f.rule: list(f.facts) for f in findings}
         return {"cards": cards}, findings
 

@@ -14,7 +14,7 @@ from ..engine import Engine
 from ..knowledge import Knowledge
 from ..record.dates import parse_fhir_date, parse_fhir_datetime
 from ..record.model import (ConditionFact, DataGap, Dose, DraftService, IngredientMatch, LabResult, MedicationUse,
-                            PatientRecord, SourceRef)
+                            PatientRecord, SourceRef, UnreadableResult)
 
 
 def _source(d: dict[str, Any] | None) -> SourceRef:
@@ -60,7 +60,7 @@ def _condition(f: dict[str, Any], knowledge: Knowledge | None) -> ConditionFact:
     codes = tuple((c[0], c[1]) for c in f.get("codes") or [])
     condition = f.get("condition")
     if knowledge is not None:  # value-set membership is knowledge
-        condition = next((knowledge.condition_index[c] for c in codes if c in knowledge.condition_index), None)
+        condition = knowledge.condition_of(codes)
     return ConditionFact(condition=condition, label=f.get("label", ""), codes=codes,
                          clinical_status=f.get("clinicalStatus"), onset=_dt(f.get("onset")), source=_source(f.get("source")))
 
@@ -87,7 +87,19 @@ def record_from_snapshot(snap: dict[str, Any], knowledge: Knowledge | None = Non
         conditions=[_condition(c, knowledge) for c in snap.get("conditions") or []],
         gaps=[DataGap(g.get("kind", ""), g.get("what", ""), g.get("key")) for g in snap.get("gaps") or []],
         available=dict(snap.get("available") or {}),
+        unreadable=_unreadable(snap.get("unreadable") or {}),
+        notes=[DataGap(g.get("kind", ""), g.get("what", ""), g.get("key")) for g in snap.get("notes") or []],
     )
+
+
+def _unreadable(stored: dict[str, Any]) -> dict[str, list[UnreadableResult]]:
+    out: dict[str, list[UnreadableResult]] = {}
+    for analyte, items in stored.items():
+        for u in items or []:
+            when = _dt(u.get("effective"))
+            if when is not None:
+                out.setdefault(analyte, []).append(UnreadableResult(analyte, when, _source(u.get("source")), u.get("reason", "")))
+    return out
 
 
 @dataclass

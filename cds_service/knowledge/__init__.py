@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterable, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -61,6 +61,8 @@ class Threshold(_Strict):
 class ConditionSet(_Strict):
     display: str
     codes: list[CodeDef]
+    # code-system prefixes that belong to the set (ICD-10-CM categories such as O14 cover every subcode)
+    prefixes: list[CodeDef] = Field(default_factory=list)
 
 
 class DrugClass(_Strict):
@@ -179,6 +181,24 @@ class Knowledge:
     @cached_property
     def condition_index(self) -> dict[tuple[str, str], str]:
         return {(c.system, c.code): key for key, cs in self.model.conditions.items() for c in cs.codes}
+
+    @cached_property
+    def _condition_prefixes(self) -> tuple[tuple[str, str, str], ...]:
+        return tuple((c.system, c.code, key) for key, cs in self.model.conditions.items() for c in cs.prefixes)
+
+    def condition_of(self, codes: Iterable[tuple[str, str]]) -> str | None:
+        """The condition set the first matching (system, code) belongs to: exact codes, then category prefixes."""
+        codes = list(codes)
+        index = self.condition_index
+        for c in codes:
+            if c in index:
+                return index[c]
+        for system, code in codes:
+            for p_system, prefix, key in self._condition_prefixes:
+                if system == p_system and (code == prefix or code.startswith(prefix + ".") or
+                                           (code.startswith(prefix) and len(code) > len(prefix) and code[len(prefix)].isdigit())):
+                    return key
+        return None
 
     @cached_property
     def rxcui_to_ingredient(self) -> dict[str, str]:

@@ -18,12 +18,14 @@ from .model import (
     MedicationUse,
     PatientRecord,
     SourceRef,
+    UnreadableResult,
 )
 from .units import UnitError, convert, known_unit
 
 log = logging.getLogger(__name__)
 
 OBSERVATION_OK = frozenset({"final", "amended", "corrected"})
+COMPARATORS = frozenset({"<", "<=", ">=", ">"})  # R4 QuantityComparator
 CONDITION_ACTIVE = frozenset({"active", "recurrence", "relapse"})
 CONDITION_EXCLUDED_VERIFICATION = frozenset({"refuted", "entered-in-error"})
 # families of data, by the resource types that feed them
@@ -86,16 +88,22 @@ class RecordBuilder:
         parsed: list[tuple[str | None, lean.Lean | lean.ObservationFacts]] = []
         medications: dict[str, lean.Medication] = {}
         seen: set[tuple[str, str]] = set()
+        observations: dict[str, int] = {}  # Observation id -> its place in parsed: the latest version wins
         for key, value in data.values.items():
             for raw, _ in iter_resources(value):
                 if type(raw) is dict and raw.get("resourceType") == "Observation":
                     facts = self._parse_observation(rec, raw, key)
-                    if facts is not None and facts.id:
-                        if ("Observation", facts.id) in seen:
+                    if facts is None:
+                        continue
+                    if facts.id:
+                        at = observations.get(facts.id)
+                        if at is not None:
+                            kept = parsed[at][1]
+                            if self._later_version(rec, facts, kept):  # type: ignore[arg-type]
+                                parsed[at] = (key, facts)
                             continue
-                        seen.add(("Observation", facts.id))
-                    if facts is not None:
-                        parsed.append((key, facts))
+                        observations[facts.id] = len(parsed)
+                    parsed.append((key, facts))
                     continue
                 model = self._parse(rec, raw, key)
                 if model is None:
@@ -152,9 +160,35 @@ class RecordBuilder:
             elif isinstance(model, lean.Patient):
                 rec.birth_date = parse_fhir_date(model.birthDate)
                 rec.sex = model.gender
-        for results in rec.labs.values():
+        for analyte, results in rec.labs.items():
             results.sort(key=lambda r: r.effective, reverse=True)
+            rec.labs[analyte] = _count_once(rec, analyte, results)
+        for unreadable in rec.unreadable.values():
+            unreadable.sort(key=lambda u: u.effective, reverse=True)
         return rec
+
+    @staticmethod
+    def _later_version(rec: PatientRecord, new: lean.ObservationFacts, kept: lean.ObservationFacts) -> bool:
+        """Whether ``new`` supersedes ``kept`` (same Observation id): meta.versionId when both are numbers,
+        else meta.lastUpdated. Undecidable different versions keep the first and are said (a data gap)."""
+        label = f"Observation/{new.id}"
+        a, b = new.version_id, kept.version_id
+        order = 0
+        if a and b and a != b and a.isdigit() and b.isdigit():
+            order = 1 if int(a) > int(b) else -1
+        if order == 0:
+            ta, tb = parse_fhir_datetime(new.last_updated), parse_fhir_datetime(kept.last_updated)
+            if ta is not None and tb is not None and ta != tb:
+                order = 1 if ta > tb else -1
+        if order == 0:
+            if new != kept:
+                rec.note_gap("version-unordered", f"{label} was sent in versions that cannot be ordered (no comparable "
+                                                  "meta.versionId or meta.lastUpdated): the first one sent was used")
+            return False
+        newer, older = (new, kept) if order > 0 else (kept, new)
+        rec.note("version-superseded", f"{label}: version {older.version_id or older.last_updated or '?'} superseded by "
+                                       f"version {newer.version_id or newer.last_updated or '?'} (the latest is used)")
+        return order > 0
 
     # ------------------------------------------------------------------ parsing
     def _parse(self, rec: PatientRecord, raw: Any, key: str | None, draft: bool = False) -> lean.Lean | None:
@@ -205,8 +239,8 @@ class RecordBuilder:
         if subject is not None and not (type(subject) is dict and type(subject.get("reference")) in (str, type(None))
                                         and _same_reference(subject.get("reference"), patient_id)):
             return False
-        if status.strip() not in OBSERVATION_OK:
-            return True
+        # a status that never counts is still read when the code is ours: as the latest version of an
+        # Observation it withdraws an earlier final one (e.g. entered-in-error)
         coding = code.get("coding")
         if type(coding) is not list:
             return False
@@ -247,11 +281,15 @@ class RecordBuilder:
         if analyte is None:
             return
         label = f"Observation/{obs.id}" if obs.id else "Observation"
+        source = SourceRef("Observation", obs.id, obs.version_id)
         q = obs.quantity
+        when = parse_fhir_datetime(obs.effective)
+        dated = when is not None and self.lookback_start <= when <= self.now + timedelta(days=1)
         if q is None or q.value is None:
             rec.note_gap("value-missing", f"{label} ({analyte}) has no numeric value")
+            if dated:
+                self._unreadable(rec, analyte, when, source, "no numeric value")  # type: ignore[arg-type]
             return
-        when = parse_fhir_datetime(obs.effective)
         if when is None:
             rec.note_gap("date-missing", f"{label} ({analyte}) has no effective date")
             return
@@ -260,11 +298,16 @@ class RecordBuilder:
         if when > self.now + timedelta(days=1):
             rec.note_gap("date-future", f"{label} ({analyte}) is dated in the future ({when.date()}) and was ignored")
             return
+        if q.comparator is not None and q.comparator not in COMPARATORS:
+            rec.note_gap("value-unreadable", f"{label} ({analyte}) has an unknown comparator {q.comparator!r}")
+            self._unreadable(rec, analyte, when, source, f"unknown comparator {q.comparator!r}")
+            return
         definition = self.k.model.analytes[analyte]
         raw_unit = q.code if q.system == "http://unitsofmeasure.org" and q.code else (q.unit or q.code)
         unit, factor = self._conversion(definition, raw_unit)
         if factor is None:
             rec.note_gap("unit-unknown", f"{label} ({analyte}) unit {raw_unit!r} cannot be interpreted")
+            self._unreadable(rec, analyte, when, source, f"unit {raw_unit!r} cannot be interpreted")
             return
         value = q.value * factor
         low = high = None
@@ -287,7 +330,7 @@ class RecordBuilder:
                 original_unit=unit,
                 effective=when,
                 code=code or "",
-                source=SourceRef("Observation", obs.id, obs.version_id),
+                source=source,
                 status=obs.status,
                 ref_low=low,
                 ref_high=high,
@@ -295,6 +338,10 @@ class RecordBuilder:
                 comparator=q.comparator,
             )
         )
+
+    @staticmethod
+    def _unreadable(rec: PatientRecord, analyte: str, when: datetime, source: SourceRef, reason: str) -> None:
+        rec.unreadable.setdefault(analyte, []).append(UnreadableResult(analyte, when, source, reason))
 
     def _range_value(self, q: lean.QuantityFacts | None, value_unit: str, definition: Any) -> float | None:
         if q is None or q.value is None:
@@ -474,7 +521,7 @@ class RecordBuilder:
         if clinical is not None and clinical not in CONDITION_ACTIVE:
             return
         codes = tuple(cond.code.codes())
-        condition = next((self.k.condition_index[c] for c in codes if c in self.k.condition_index), None)
+        condition = self.k.condition_of(codes)
         rec.conditions.append(
             ConditionFact(
                 condition=condition,
@@ -485,6 +532,24 @@ class RecordBuilder:
                 source=self._src(cond),
             )
         )
+
+
+def _count_once(rec: PatientRecord, analyte: str, results: list[LabResult]) -> list[LabResult]:
+    """The same result sent under several ids (same analyte, time, value and unit) counts once: the first
+    kept, the others noted for the audit."""
+    kept: dict[tuple, LabResult] = {}
+    out: list[LabResult] = []
+    for r in results:
+        key = (r.effective, r.comparator, round(r.value, 6), r.unit)
+        first = kept.get(key)
+        if first is not None:
+            rec.note("duplicate-result", f"{r.source.reference} repeats {first.source.reference} ({analyte} "
+                                         f"{r.comparator or ''}{r.original_value:g} {r.original_unit} at "
+                                         f"{r.effective.isoformat()}): counted once")
+            continue
+        kept[key] = r
+        out.append(r)
+    return out
 
 
 def _same_reference(ref: str | None, patient_id: str) -> bool:

@@ -129,6 +129,29 @@ def egfr_from_creatinine(rec: PatientRecord, now: datetime, max_age_days: float)
     )
 
 
+def censored_bound(effects: list[tuple[LabResult, int]]) -> str | None:
+    """What censored inputs make of a result that rises (+1) or falls (-1) with each input.
+
+    None: every input is exact. '<' / '<=' (or '>' / '>='): the computed number is an upper (lower) bound,
+    non-strict only when every censored input is. 'indeterminate': censored inputs push both ways."""
+    directions: set[int] = set()
+    strict = False
+    for r, sign in effects:
+        if r.comparator is None:
+            continue
+        directions.add((-1 if r.comparator in ("<", "<=") else 1) * sign)
+        strict = strict or r.comparator in ("<", ">")
+    if not directions:
+        return None
+    if len(directions) > 1:
+        return "indeterminate"
+    return ("<" if directions == {-1} else ">") + ("" if strict else "=")
+
+
+def _shown(r: LabResult, digits: int) -> str:
+    return f"{r.comparator or ''}{r.value:.{digits}f}"
+
+
 def _pair(a: LabResult | None, b: LabResult | None, max_hours: float) -> bool:
     return a is not None and b is not None and abs((a.effective - b.effective).total_seconds()) <= max_hours * 3600
 
@@ -156,18 +179,27 @@ def femg(rec: PatientRecord, max_pair_hours: float) -> tuple[Derived | None, lis
         return None, missing
     # all four in canonical mg/dL: same units per analyte, as the formula requires
     value = femg_percent(u_mg.value, p_cr.value, p_mg.value, u_cr.value)
+    bound = censored_bound([(u_mg, 1), (p_cr, 1), (p_mg, -1), (u_cr, -1)])
     formula = (
-        f"FEMg = (U_Mg {u_mg.value:.2f} x P_Cr {p_cr.value:.2f}) / (0.7 x P_Mg {p_mg.value:.2f} x U_Cr {u_cr.value:.1f}) x 100"
+        f"FEMg = (U_Mg {_shown(u_mg, 2)} x P_Cr {_shown(p_cr, 2)}) / (0.7 x P_Mg {_shown(p_mg, 2)} x U_Cr {_shown(u_cr, 1)}) x 100"
         " (all mg/dL)"
     )
-    return Derived("femg", value, "%", formula, (u_mg, p_cr, p_mg, u_cr)), []
+    notes: tuple[str, ...] = ()
+    if bound == "indeterminate":
+        notes = ("censored inputs push FEMg both ways: no bound, FEMg is indeterminate",)
+    elif bound is not None:
+        notes = (f"a censored input makes this a bound: FEMg {bound} {value:.2f} %",)
+    return Derived("femg", value, "%", formula, (u_mg, p_cr, p_mg, u_cr), notes=notes,
+                   extra={"bound": bound} if bound else {}), []
 
 
 def urine_ca_cr_ratio(rec: PatientRecord, near: LabResult | None, max_pair_hours: float) -> Derived | None:
     """Urine calcium/creatinine (mg/mg): reported ratio, or computed from a same-sample pair."""
     reported = rec.latest("urine_ca_cr_ratio")
     if reported is not None and (near is None or _pair(reported, near, max_pair_hours)):
-        return Derived("urine-ca-cr", reported.value, "mg/mg", "reported urine calcium/creatinine ratio", (reported,))
+        bound = censored_bound([(reported, 1)])
+        return Derived("urine-ca-cr", reported.value, "mg/mg", "reported urine calcium/creatinine ratio", (reported,),
+                       extra={"bound": bound} if bound else {})
     u_ca = rec.latest("urine_calcium")
     if u_ca is None or (near is not None and not _pair(u_ca, near, max_pair_hours)):
         return None
@@ -175,4 +207,17 @@ def urine_ca_cr_ratio(rec: PatientRecord, near: LabResult | None, max_pair_hours
     if u_cr is None or u_cr.value <= 0:
         return None
     value = u_ca.value / u_cr.value
-    return Derived("urine-ca-cr", value, "mg/mg", f"urine Ca {u_ca.value:.2f} mg/dL / urine creatinine {u_cr.value:.1f} mg/dL", (u_ca, u_cr))
+    bound = censored_bound([(u_ca, 1), (u_cr, -1)])
+    return Derived("urine-ca-cr", value, "mg/mg", f"urine Ca {_shown(u_ca, 2)} mg/dL / urine creatinine {_shown(u_cr, 1)} mg/dL",
+                   (u_ca, u_cr), extra={"bound": bound} if bound else {})
+
+
+def corrected_calcium(total: LabResult, albumin: LabResult, factor: float, reference_g_dl: float) -> Derived:
+    """Albumin-corrected calcium (mg/dL) = total calcium + factor x (reference albumin - albumin g/dL)."""
+    value = total.value + factor * (reference_g_dl - albumin.value)
+    bound = censored_bound([(total, 1), (albumin, -1)])
+    return Derived(
+        "calcium-albumin-corrected", value, "mg/dL",
+        f"total calcium {_shown(total, 2)} mg/dL + {factor:g} x ({reference_g_dl:g} - albumin {_shown(albumin, 1)} g/dL)",
+        (total, albumin), extra={"bound": bound} if bound else {},
+    )

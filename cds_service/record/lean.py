@@ -364,6 +364,7 @@ class ObservationFacts(NamedTuple):
     quantity: QuantityFacts | None
     ranges: tuple[tuple[QuantityFacts | None, QuantityFacts | None], ...]  # referenceRange (low, high)
     interpretations: tuple[tuple[str | None, ...], ...]  # interpretation[].coding[].code
+    last_updated: str | None = None  # meta.lastUpdated (which of several versions is the latest)
 
 
 def _q_facts(q: Quantity | None) -> QuantityFacts | None:
@@ -380,6 +381,7 @@ def observation_facts_from_model(obs: Observation) -> ObservationFacts:
         _q_facts(obs.valueQuantity),
         tuple((_q_facts(rr.low), _q_facts(rr.high)) for rr in obs.referenceRange),
         tuple(tuple(c.code for c in ic.coding) for ic in obs.interpretation),
+        obs.meta.lastUpdated if obs.meta else None,
     )
 
 
@@ -444,12 +446,12 @@ def observation_facts(raw: Any) -> ObservationFacts:
             or type(rid) not in _S or type(edt) not in _S or type(einst) not in _S or type(issued) not in _S):
         raise _NotClean
     meta, subject, period = get("meta"), get("subject"), get("effectivePeriod")
-    version = ref = pstart = None
+    version = ref = pstart = updated = None
     if meta is not None:
         if type(meta) is not dict:
             raise _NotClean
-        version = meta.get("versionId")
-        if type(version) not in _S or type(meta.get("lastUpdated")) not in _S:
+        version, updated = meta.get("versionId"), meta.get("lastUpdated")
+        if type(version) not in _S or type(updated) not in _S:
             raise _NotClean
     if subject is not None:
         if type(subject) is not dict:
@@ -476,5 +478,5 @@ def observation_facts(raw: Any) -> ObservationFacts:
     effective = (edt and edt.strip()) or (pstart and pstart.strip()) or (einst and einst.strip()) or (issued and issued.strip())
     return ObservationFacts(
         rid and rid.strip(), version and version.strip(), status.strip(), tuple(_fast_codings(code)),
-        ref and ref.strip(), effective, quantity, tuple(ranges), tuple(interpretations),
+        ref and ref.strip(), effective, quantity, tuple(ranges), tuple(interpretations), updated and updated.strip(),
     )

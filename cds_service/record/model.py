@@ -40,7 +40,12 @@ class LabResult:
     ref_low: float | None = None  # canonical unit, from the Observation's referenceRange
     ref_high: float | None = None
     interpretation: str | None = None  # first interpretation code (L, LL, H, HH, N, ...)
-    comparator: str | None = None
+    comparator: str | None = None  # "<", "<=", ">=", ">" as reported (kept through unit conversion)
+
+    @property
+    def censored(self) -> bool:
+        """A value reported as a bound ("<0.5"): never an exact number in a formula."""
+        return self.comparator is not None
 
     def to_fact(self) -> dict[str, Any]:
         return {
@@ -165,6 +170,20 @@ class DataGap:
         return {"kind": self.kind, "what": self.what, "key": self.key}
 
 
+@dataclass(frozen=True, slots=True)
+class UnreadableResult:
+    """A result of an analyte the rules read that could not be used (no value, unreadable unit or value)."""
+
+    analyte: str
+    effective: datetime
+    source: SourceRef
+    reason: str
+
+    def to_fact(self) -> dict[str, Any]:
+        return {"kind": "unreadable-lab", "analyte": self.analyte, "effective": self.effective.isoformat(),
+                "reason": self.reason, "source": self.source.to_json()}
+
+
 @dataclass
 class PatientRecord:
     patient_id: str
@@ -176,6 +195,10 @@ class PatientRecord:
     draft_services: list[DraftService] = field(default_factory=list)
     conditions: list[ConditionFact] = field(default_factory=list)
     gaps: list[DataGap] = field(default_factory=list)
+    # results that could not be read, per analyte, newest first (named on cards that use an older value)
+    unreadable: dict[str, list[UnreadableResult]] = field(default_factory=dict)
+    # audit-only notes (duplicates counted once, superseded versions): kept in the audit, never on a card
+    notes: list[DataGap] = field(default_factory=list)
     # which data families could be read at all (False = could not be obtained)
     available: dict[str, bool] = field(default_factory=dict)
 
@@ -197,3 +220,11 @@ class PatientRecord:
 
     def note_gap(self, kind: str, what: str, key: str | None = None) -> None:
         self.gaps.append(DataGap(kind, what, key))
+
+    def note(self, kind: str, what: str, key: str | None = None) -> None:
+        """An audit-only note (not a data gap: nothing is missing for the rules)."""
+        self.notes.append(DataGap(kind, what, key))
+
+    def newer_unreadable(self, analyte: str, than: datetime | None) -> list[UnreadableResult]:
+        """Unreadable results of ``analyte`` newer than ``than`` (all of them when ``than`` is None), newest first."""
+        return [u for u in self.unreadable.get(analyte, []) if than is None or u.effective > than]

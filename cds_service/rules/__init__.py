@@ -10,6 +10,7 @@ from .base import Finding, Rule, RuleContext
 from .common import ELECTROLYTE_CLASSES, drafted
 from .drugs import magnesium_monitoring_gap, magnesium_wasting_drug
 from .femg import femg_extrarenal_loss, femg_needed, femg_renal_wasting
+from .hypermagnesemia import hypermagnesemia
 from .hypomagnesemia import hypomagnesemia
 from .orders import (
     order_iv_magnesium,
@@ -24,7 +25,11 @@ from .renal import renal_replacement_caution
 _MG_PICTURE = drafted(*ELECTROLYTE_CLASSES, "wasting")
 
 RULES: tuple[Rule, ...] = (
-    Rule("hypomagnesemia", "Low magnesium", "patient", hypomagnesemia, relevant_to_orders=_MG_PICTURE),
+    # a low magnesium (even one too old to treat on) owns "measure magnesium": the monitoring-gap card would repeat it
+    Rule("hypomagnesemia", "Low magnesium", "patient", hypomagnesemia, relevant_to_orders=_MG_PICTURE,
+         suppresses=("magnesium-monitoring-gap",)),
+    Rule("hypermagnesemia", "High magnesium", "patient", hypermagnesemia,
+         relevant_to_orders=drafted("magnesium-supplement")),
     Rule("refractory-hypomagnesemia", "Refractory low magnesium: stepwise pathway", "patient", refractory_hypomagnesemia,
          relevant_to_orders=_MG_PICTURE, suppresses=("hypomagnesemia",)),
     Rule("magnesium-wasting-drug", "Magnesium-wasting drug while magnesium is low", "patient", magnesium_wasting_drug,

@@ -31,12 +31,37 @@ def _unit(dose: Dose) -> str:
     return dose.unit.strip().lower().replace("{", "").replace("}", "")
 
 
-def magnesium_dose(m: MedicationUse, k: Knowledge) -> MagnesiumDose | None:
-    """Convert the drafted dose to mmol of magnesium; None when the unit or salt does not allow it."""
-    if m.dose is None:
+_TEXT_DOSE = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s*(mg|g|gm|grams?|mmol|meq)\b", re.IGNORECASE)
+
+
+def dose_from_text(text: str | None) -> Dose | None:
+    """A dose written in the dosage text ('800 mg at bedtime'), used only when no structured dose exists; one
+    amount only (two amounts are ambiguous and give None)."""
+    found = _TEXT_DOSE.findall(text or "")
+    if len(found) != 1:
         return None
-    unit = _unit(m.dose)
-    v = m.dose.value
+    value, unit = found[0]
+    return Dose(float(value), unit.lower())
+
+
+def magnesium_dose(m: MedicationUse, k: Knowledge) -> MagnesiumDose | None:
+    """Convert the dose to mmol of magnesium (structured dose, else a single amount in the dosage text); None
+    when the unit or salt does not allow it."""
+    dose = m.dose
+    from_text = False
+    if dose is None:
+        dose, from_text = dose_from_text(m.timing), True
+        if dose is None:
+            return None
+    d = _magnesium_dose(m, dose, k)
+    if d is not None and from_text:
+        return MagnesiumDose(d.mmol, d.sulfate_g, d.explanation + f" (dose read from the dosage text '{m.timing}')")
+    return d
+
+
+def _magnesium_dose(m: MedicationUse, dose: Dose, k: Knowledge) -> MagnesiumDose | None:
+    unit = _unit(dose)
+    v = dose.value
     mmol_per_g = float(k.threshold("mgso4_mmol_per_g").value)
     meq_per_g = float(k.threshold("mgso4_meq_per_g").value)
     sulfate = m.has_ingredient("magnesium sulfate")
@@ -52,11 +77,11 @@ def magnesium_dose(m: MedicationUse, k: Knowledge) -> MagnesiumDose | None:
         grams = v * _MASS_G[unit]
         if sulfate:
             mmol = grams * mmol_per_g
-            return MagnesiumDose(mmol, grams, f"{v:g} {m.dose.unit} magnesium sulfate = {grams:g} g x {mmol_per_g} mmol/g = {mmol:.1f} mmol Mg")
+            return MagnesiumDose(mmol, grams, f"{v:g} {dose.unit} magnesium sulfate = {grams:g} g x {mmol_per_g} mmol/g = {mmol:.1f} mmol Mg")
         if m.has_ingredient("magnesium oxide") and len(m.ingredients) == 1:
             molar = float(k.threshold("magnesium_oxide_molar_mass").value)
             mmol = grams * 1000.0 / molar
-            return MagnesiumDose(mmol, None, f"{v:g} {m.dose.unit} magnesium oxide / {molar} mg/mmol = {mmol:.1f} mmol Mg")
+            return MagnesiumDose(mmol, None, f"{v:g} {dose.unit} magnesium oxide / {molar} mg/mmol = {mmol:.1f} mmol Mg")
     return None
 
 
@@ -82,6 +107,8 @@ def administrations_per_48h(timing: str | None) -> float | None:
     text = timing.lower()
     if re.search(r"\b(once only|single dose|one dose|stat|once)\b", text) and not re.search(r"once (a|per|daily)", text):
         return 1.0
+    if re.search(r"\b(per|an|a)\s+(hour|hr|h)\b|/\s*(h|hr|hour)\b|\bhourly\b", text):
+        return 48.0  # a continuous infusion written as a dose per hour
     m = re.search(r"\b(?:every|q)\s*(\d+(?:\.\d+)?)\s*(?:h|hr|hrs|hour|hours)\b", text)
     if m and float(m.group(1)) > 0:
         return 48.0 / float(m.group(1))
@@ -89,3 +116,48 @@ def administrations_per_48h(timing: str | None) -> float | None:
         if re.search(pattern, text):
             return per_day * 2.0
     return None
+
+
+@dataclass(frozen=True)
+class OrderLoad:
+    """One magnesium order's contribution to the 48-h total (None where it could not be computed, and why)."""
+
+    order: MedicationUse
+    per_dose: MagnesiumDose | None
+    doses_per_48h: float | None
+    mmol_per_48h: float | None
+    why_not: str | None = None
+
+
+@dataclass(frozen=True)
+class MagnesiumLoad:
+    """Every drafted and active magnesium order summed over 48 h, in mmol of magnesium."""
+
+    orders: tuple[OrderLoad, ...]
+
+    @property
+    def known_mmol(self) -> float:
+        """What can be counted: a lower bound when ``complete`` is False."""
+        return sum(o.mmol_per_48h or 0.0 for o in self.orders)
+
+    @property
+    def complete(self) -> bool:
+        return all(o.mmol_per_48h is not None and o.why_not is None for o in self.orders)
+
+
+def magnesium_load_48h(orders: list[MedicationUse], k: Knowledge) -> MagnesiumLoad:
+    """Sum every order (all routes and salts) in mmol Mg over 48 h: dose converted explicitly, frequency from the
+    structured timing (read into the dosage text as 'every N hours') or the dosage text; what cannot be read is
+    listed, never guessed (the total is then a lower bound)."""
+    loads = []
+    for m in orders:
+        d = magnesium_dose(m, k)
+        n = administrations_per_48h(m.timing)
+        if d is None:
+            loads.append(OrderLoad(m, None, n, None, "dose not convertible to magnesium (unit or salt)"
+                                   if m.dose is not None else "no structured dose"))
+        elif n is None:  # at least one dose will be given: counted once, so the total is a lower bound
+            loads.append(OrderLoad(m, d, None, d.mmol, "frequency not readable from the dosage: counted as one dose"))
+        else:
+            loads.append(OrderLoad(m, d, n, d.mmol * n))
+    return MagnesiumLoad(tuple(loads))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from .base import Action, Finding, RuleContext, Suggestion, lab_fact_line
+from .base import Action, Finding, RuleContext, Suggestion, lab_fact_line, short_value
 from .common import (
     GENERAL_OVERRIDES,
     active_with_class,
@@ -48,7 +48,7 @@ def magnesium_wasting_drug(ctx: RuleContext) -> Finding | None:
     if not meds:
         return None
     names = ", ".join(m.label for m in meds[:3]) + (f" and {len(meds) - 3} more" if len(meds) > 3 else "")
-    summary = f"Magnesium {mg.value:.2f} mg/dL on {mg.effective.date()} while on magnesium-wasting drug(s): {names}"
+    summary = f"Magnesium {short_value(mg)} on {mg.effective.date()} while on magnesium-wasting drug(s): {names}"
     lines = ["Latest magnesium is low:", "", lab_fact_line(mg, "magnesium"), "",
              f"Active magnesium-wasting drug{'s' if len(meds) > 1 else ''}:", ""]
     lines += _drug_lines(ctx, meds)

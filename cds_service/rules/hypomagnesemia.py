@@ -1,8 +1,22 @@
 """Low magnesium (patient level)."""
 from __future__ import annotations
 
-from .base import Finding, RuleContext, lab_fact_line
-from .common import GENERAL_OVERRIDES, low_limit, magnesium_is_low, mg_mmol
+import math
+
+from .base import Action, Finding, RuleContext, Suggestion, lab_fact_line, short_value, shown_pair
+from .common import (
+    GENERAL_OVERRIDES,
+    analyte_codes,
+    below,
+    drafted_test,
+    lab_service_request,
+    low_limit,
+    magnesium_is_low,
+    mg_mmol,
+    stale_low_magnesium,
+    unreadable_note,
+)
+from .regimens import iv_regimen_text, oral_regimen, paediatric_text
 
 
 def ctcae_grade(ctx: RuleContext, value_mg_dl: float) -> int:
@@ -20,39 +34,64 @@ def hypomagnesemia(ctx: RuleContext) -> Finding | None:
     """Latest serum magnesium below range; critical below the severe threshold (guidance: < 1.2 mg/dL).
 
     Low = below the Observation's own referenceRange (else the 1.8 mg/dL default), or below the
-    severe threshold whatever the lab range. Suppressed by `refractory-hypomagnesemia` (registry).
+    severe threshold whatever the lab range. Treatment advice only from a value within the advice window
+    (knowledge `magnesium_advice_max_age_days`); an older low value gives 're-measure' (info) instead. A child
+    gets no adult dose. Suppressed by `refractory-hypomagnesemia` (registry).
     On order hooks: relevant when a drafted order is a magnesium, potassium or calcium product,
     an active vitamin D analogue or a magnesium-wasting drug (the prescriber is acting on it).
     """
     r = magnesium_is_low(ctx)
     if r is None:
-        return None
+        return _stale(ctx)
     limit, limit_source = low_limit(ctx, r, "magnesium_low")
     severe = ctx.threshold("magnesium_severe")
-    critical = r.value < severe
-    grade = ctcae_grade(ctx, r.value)
+    critical = below(r, severe)
+    # a censored "<0.9" lies below 0.9 (grade 3 at least): grade the largest value it allows, say "at least"
+    grade = ctcae_grade(ctx, math.nextafter(r.value, 0.0) if r.comparator == "<" else r.value)
+    at_least = "at least " if r.comparator in ("<", "<=") and grade < 4 else ""
     indicator = "critical" if critical else "warning"
     day = r.effective.date().isoformat()
-    summary = (f"{'Severe h' if critical else 'H'}ypomagnesemia: magnesium {r.value:.2f} mg/dL "
-               f"({mg_mmol(ctx, r.value):.2f} mmol/L) on {day}")
+    value, shown_limit = shown_pair(r.value, limit, 2)
+    value = short_value(r) if r.comparator else f"{value} mg/dL"
+    mmol, _ = shown_pair(mg_mmol(ctx, r.value), mg_mmol(ctx, limit), 2)
+    summary = (f"{'Severe h' if critical else 'H'}ypomagnesemia: magnesium {value} "
+               f"({r.comparator or ''}{mmol} mmol/L) on {day}")
     lines = [
-        f"Latest serum magnesium is below range ({limit:.2f} mg/dL, {limit_source}); CTCAE grade {grade}.",
+        f"Latest serum magnesium is below the lower limit {shown_limit} mg/dL ({limit_source}); "
+        f"CTCAE grade {at_least}{grade}.",
         "",
-        lab_fact_line(r, "magnesium"),
+        lab_fact_line(r, "magnesium", now=ctx.now, cutoffs=(limit, severe)),
+        *unreadable_note(ctx, r),
         "",
-        f"Low below the lab range (or below {severe} mg/dL, the guidance's severe threshold).",
     ]
-    if critical:
-        lines += [
-            "",
-            f"Below {severe} mg/dL is severe hypomagnesemia: if symptomatic, magnesium sulfate "
-            f"{ctx.threshold('iv_mgso4_loading_min_g'):g}-{ctx.threshold('iv_mgso4_loading_max_g'):g} g IV over "
-            f"{ctx.threshold('iv_mgso4_loading_minutes'):g} min, then {ctx.threshold('iv_mgso4_infusion_min_g'):g}-"
-            f"{ctx.threshold('iv_mgso4_infusion_max_g'):g} g in {ctx.threshold('iv_mgso4_infusion_ml'):g} mL over "
-            f"{ctx.threshold('iv_mgso4_infusion_hours'):g} h, after checking kidney function.",
-        ]
+    if ctx.child:
+        lines += [paediatric_text(ctx)]
+    elif critical:
+        lines += [f"Below {severe:g} mg/dL is severe hypomagnesemia: if symptomatic, {iv_regimen_text(ctx)}; "
+                  "check kidney function first."]
     else:
-        lines += ["", "Check kidney function, then replace orally (magnesium oxide at night); "
-                      "correct magnesium before treating low potassium or calcium."]
+        oral = oral_regimen(ctx)
+        assert oral is not None
+        lines += [f"Check kidney function, then replace orally: {oral.text}. "
+                  "Correct magnesium before treating low potassium or calcium."]
     return Finding(rule="hypomagnesemia", indicator=indicator, summary=summary, detail="\n".join(lines),
                    facts=(r.to_fact(),), source="guidance", override_reasons=GENERAL_OVERRIDES)
+
+
+def _stale(ctx: RuleContext) -> Finding | None:
+    """The latest magnesium was low but is too old to treat on: ask for a new one (info, no treatment advice)."""
+    r = stale_low_magnesium(ctx)
+    if r is None:
+        return None
+    days = (ctx.now - r.effective).days
+    window = ctx.policy("magnesium_advice_max_age_days")
+    summary = f"Last magnesium was low ({r.comparator or ''}{r.value:.2f} mg/dL) {days} days ago, on {r.effective.date()}: re-measure"
+    lines = [f"The latest magnesium result is low but older than {window} days: measure it again before any "
+             "treatment decision.", "", lab_fact_line(r, "magnesium", now=ctx.now)]
+    suggestions: tuple[Suggestion, ...] = ()
+    if not drafted_test(ctx, analyte_codes(ctx, "magnesium")):
+        sr = lab_service_request(ctx, "19123-9", "Last magnesium low but not recent")
+        suggestions = (Suggestion("Order serum magnesium", (Action("create", "Order serum magnesium (LOINC 19123-9)", sr),),
+                                  is_recommended=True, key="order-magnesium"),)
+    return Finding(rule="hypomagnesemia", indicator="info", summary=summary, detail="\n".join(lines),
+                   facts=(r.to_fact(),), source="guidance", suggestions=suggestions)

@@ -21,15 +21,16 @@ def ago(days: float = 0, hours: float = 0) -> datetime:
 
 
 def lab(analyte: str, value: float, unit: str | None = None, at: datetime | None = None, ref_low: float | None = None,
-        ref_high: float | None = None, rid: str | None = None) -> LabResult:
-    """A final result; ``value``/``ref_*`` in ``unit`` (default canonical), converted explicitly like the builder does."""
+        ref_high: float | None = None, rid: str | None = None, comparator: str | None = None) -> LabResult:
+    """A final result; ``value``/``ref_*`` in ``unit`` (default canonical), converted explicitly like the builder does;
+    ``comparator`` ('<', '<=', '>=', '>') makes it a censored result as reported."""
     a = K.model.analytes[analyte]
     unit = unit or a.canonical_unit
     conv = (lambda v: None if v is None else convert(v, unit, a))
     code = a.codes[0].code
     return LabResult(analyte=analyte, value=conv(value), unit=a.canonical_unit, original_value=value, original_unit=unit,
                      effective=at or ago(1), code=code, source=SourceRef("Observation", rid or f"obs-{next(_ids)}"),
-                     ref_low=conv(ref_low), ref_high=conv(ref_high))
+                     ref_low=conv(ref_low), ref_high=conv(ref_high), comparator=comparator)
 
 
 def med(ingredient: str, label: str | None = None, start: datetime | None = None, route: str | None = None,

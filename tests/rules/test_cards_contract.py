@@ -31,6 +31,10 @@ def scenarios():
                         lab("magnesium", 1.4, at=ago(1)), lab("creatinine", 0.8, at=ago(1)), lab("weight", 70, at=ago(2)))
     gap = record(*normal_kidneys(), meds=[med("pantoprazole", start=ago(300))])
     plain_low = record(lab("magnesium", 1.6), *normal_kidneys())
+    high = record(lab("magnesium", 4.4), *failing_kidneys(),
+                  drafts=[med("magnesium oxide", dose=(400, "mg"), timing="twice daily", draft=True, rid="mgo")])
+    child = record(lab("magnesium", 1.0), lab("creatinine", 0.4), lab("height", 120, at=ago(10)),
+                   drafts=[med("potassium chloride", draft=True, rid="kcl-child")], birth=ago(3000).date())
     normal = record(lab("magnesium", 2.0), lab("potassium", 4.2), *normal_kidneys(), meds=[med("magnesium oxide", start=ago(20))])
     return [
         ("refractory, patient-view", refractory, "patient-view"),
@@ -40,6 +44,9 @@ def scenarios():
         ("extrarenal", extrarenal, "patient-view"),
         ("monitoring gap", gap, "patient-view"),
         ("plain low", plain_low, "patient-view"),
+        ("high, order-sign", high, "order-sign"),
+        ("high, patient-view", high, "patient-view"),
+        ("child, order-sign", child, "order-sign"),
         ("normal", normal, "patient-view"),
     ]
 
@@ -97,7 +104,7 @@ def test_card_follows_cds_hooks_2(name, finding, card):
 def test_card_states_values_dates_and_evidence(name, finding, card):
     assert finding.facts, "facts = the normalised evidence"
     kinds = {x["kind"] for x in finding.facts}
-    assert kinds <= {"lab", "medication", "derived", "condition"}
+    assert kinds <= {"lab", "medication", "derived", "condition", "kidney-assessment"}
     for fact in finding.facts:
         if fact["kind"] == "lab":
             assert fact["effective"][:10] in card["detail"], f"{finding.rule}: date of {fact['source']['id']} not shown"

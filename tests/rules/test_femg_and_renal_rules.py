@@ -146,7 +146,8 @@ def test_exactly_one_femg_card_whatever_the_urine_magnesium(u_mg):
 # ---------------------------------------------------------------- renal-replacement-caution
 def test_renal_caution_with_low_clearance_and_low_magnesium():
     f = run("renal-replacement-caution", record(lab("magnesium", 1.5), *failing_kidneys()))
-    assert f.indicator == "warning" and "13 mL/min (Cockcroft-Gault)" in f.summary
+    assert f.indicator == "warning" and "Creatinine clearance 13 mL/min" in f.summary
+    assert "**13 mL/min** (Cockcroft-Gault)" in f.detail
     assert "20 g magnesium sulfate per 48 h" in f.detail and "81 mmol" in f.detail
     assert "(140 - 66) x 60.0 kg / (72 x 4.00 mg/dL) x 0.85 (female)" in f.detail
 
@@ -155,7 +156,7 @@ def test_renal_caution_uses_deindexed_egfr_and_says_so():
     rec = record(lab("magnesium", 1.5), lab("egfr", 10, at=ago(3)), lab("weight", 80, at=ago(3)), lab("height", 180, at=ago(30)),
                  birth=None)
     f = run("renal-replacement-caution", rec)
-    assert "de-indexed eGFR" in f.summary  # 10 x 2.0 / 1.73 = 11.6 mL/min
+    assert "12 mL/min" in f.summary and "de-indexed reported eGFR" in f.detail  # 10 x 2.0 / 1.73 = 11.6 mL/min
 
 
 @pytest.mark.parametrize("scr, fires", [
@@ -175,11 +176,15 @@ def test_renal_caution_missing_data_said_only_when_a_magnesium_order_is_drafted(
     assert run("renal-replacement-caution", record(lab("magnesium", 1.5))) is None
     f = run("renal-replacement-caution", record(lab("magnesium", 1.5), drafts=[drafted]), "order-sign")
     assert f.indicator == "info" and "Kidney function unknown" in f.summary
-    assert "serum creatinine in the last 90 days" in f.detail and "body weight" in f.detail
-    ckd = ConditionFact("ckd_severe", "CKD stage 5", (("http://snomed.info/sct", "433146000"),), "active", None,
-                        SourceRef("Condition", "ckd"))
-    f2 = run("renal-replacement-caution", record(lab("magnesium", 1.5), drafts=[drafted], conditions=[ckd]), "order-sign")
-    assert f2.indicator == "warning" and "CKD stage 5 (Condition/ckd)" in f2.detail
+    assert "a serum creatinine, eGFR or measured creatinine clearance in the last 90 days" in f.detail
+    ckd4 = ConditionFact("ckd_stage_4", "CKD stage 4", (("http://snomed.info/sct", "431857002"),), "active", None,
+                         SourceRef("Condition", "ckd"))
+    f2 = run("renal-replacement-caution", record(lab("magnesium", 1.5), drafts=[drafted], conditions=[ckd4]), "order-sign")
+    assert f2.indicator == "warning" and "CKD stage 4 (Condition/ckd)" in f2.detail and "unknown" in f2.summary
+    ckd5 = ConditionFact("kidney_failure", "CKD stage 5", (("http://snomed.info/sct", "433146000"),), "active", None,
+                         SourceRef("Condition", "ckd5"))
+    f3 = run("renal-replacement-caution", record(lab("magnesium", 1.5), drafts=[drafted], conditions=[ckd5]), "order-sign")
+    assert f3.indicator == "warning" and "below 20 mL/min" in f3.summary and "CKD stage 5 (Condition/ckd5)" in f3.detail
 
 
 def test_renal_caution_not_on_order_hooks_without_a_magnesium_draft():

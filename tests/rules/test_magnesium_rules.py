@@ -130,7 +130,7 @@ def test_refractory_fires_and_names_steps_not_done():
     f = run("refractory-hypomagnesemia", _refractory())
     assert f.indicator == "warning"
     assert "2 low results" in f.summary and "1.40 mg/dL" in f.summary
-    assert "_not shown_: no dosing text says night/bedtime" in f.detail
+    assert "_not at night_: no dosing text says night/bedtime" in f.detail
     assert "_not yet_: no active alfacalcidol" in f.detail
     assert "no active IV or subcutaneous magnesium" in f.detail
     assert "Volume status first" in f.detail
@@ -145,9 +145,17 @@ def test_refractory_names_steps_already_done():
     f = run("refractory-hypomagnesemia", _refractory(meds=meds, labs=(lab("magnesium", 1.4, at=ago(1)),
                                                                         lab("magnesium", 1.5, at=ago(10)),
                                                                         lab("calcium", 10.9, at=ago(2)))))
-    assert "_done_: dosing text says night/bedtime" in f.detail
-    assert "_done_: active **Alfacalcidol**" in f.detail and "**above range**" in f.detail
-    assert "_done_: parenteral magnesium active" in f.detail and "subcutaneous" in f.detail
+    # 800 mg MgO / 40.3 = 19.9 mmol, once a day at bedtime: within the 12-24 mmol target, at night
+    assert "_done_: 19.9 mmol a day (target 12-24), at night" in f.detail and "dose read from the dosage text" in f.detail
+    assert "_started_: active **Alfacalcidol**" in f.detail and "**above range**" in f.detail
+    assert "_started_: parenteral magnesium active" in f.detail and "subcutaneous" in f.detail
+
+
+def test_refractory_step_one_not_done_below_the_target_dose():
+    meds = [med("magnesium oxide", start=ago(60), dose=(200, "mg"), timing="at bedtime")]
+    f = run("refractory-hypomagnesemia", _refractory(meds=meds))
+    # 200 mg / 40.3 = 4.96 mmol once a day: below 12 mmol a day, even though it is given at night
+    assert "_started below target_: 5.0 mmol a day, target 12-24 mmol a day" in f.detail and "_done_" not in f.detail
 
 
 @pytest.mark.parametrize("labs, fires", [

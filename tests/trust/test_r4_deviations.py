@@ -40,7 +40,7 @@ def test_a_single_object_where_r4_wants_a_list_stray_whitespace_and_unknown_elem
     body = _post(client, [odd])
     low = card(body, "hypomagnesemia")
     assert "1.40 mg/dL" in low["summary"]
-    assert "1.70 mg/dL, the lab's reference range" in low["detail"]  # the single referenceRange object was read
+    assert "lower limit 1.70 mg/dL (the lab's reference range)" in low["detail"]  # the single referenceRange object was read
     assert "data-gaps" not in rules_of(body)  # nothing had to be dropped
 
 
