@@ -8,6 +8,7 @@ from typing import Any, Callable, Mapping
 
 from flask import Flask
 
+from . import logs
 from .audit.store import AuditStore
 from .config import Settings
 from .definitions import ServiceCatalog, load_definitions
@@ -38,8 +39,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     overrides = {k: v for k, v in config.items() if k.islower()}
     if overrides:
         settings = settings.with_overrides(**overrides)
-    logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level, settings.log_format)
     knowledge = load_knowledge(settings.knowledge_dir or None)
     catalog = load_definitions(settings.hooks_dir, knowledge)
     store = AuditStore(settings.database_url)
@@ -53,20 +53,20 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     from . import auth
     from .api import audit_pages, errors, health, hooks, openapi
+    from .api import metrics as metrics_api
 
     errors.init_app(app)
     app.register_blueprint(hooks.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
     audit_pages.register(app)  # /audit/ only when CDS_AUDIT_UI
+    metrics_api.register(app)  # /metrics unless CDS_METRICS_PORT serves it on a port of its own
     auth.init_app(app)
     if settings.cors_origins:
         from flask_cors import CORS
 
         CORS(app, origins=list(settings.cors_origins), allow_headers=["Authorization", "Content-Type"],
              methods=["GET", "POST", "OPTIONS"], max_age=600)
-    if settings.auth_mode == "off":
-        log.warning("CLIENT AUTHENTICATION IS OFF (CDS_AUTH_MODE=off): any caller can use this service. Development only.")
     return app
 
 

@@ -28,11 +28,13 @@ def main() -> None:
     """CDS Hooks 2.0 service for refractory hypomagnesemia."""
 
 
-def run_gunicorn(build: Any, settings: Settings) -> None:
+def run_gunicorn(build: Any, settings: Settings, preflight: Any = None) -> None:
     """Serve the WSGI app that ``build()`` returns (called in each worker) under gunicorn with our settings.
 
     The benchmark's trivial endpoint runs through this too, so both are measured under the same server."""
     from gunicorn.app.base import BaseApplication
+
+    from .serving import apply_gunicorn_settings
 
     class _App(BaseApplication):
         def load_config(self) -> None:
@@ -45,6 +47,7 @@ def run_gunicorn(build: Any, settings: Settings) -> None:
             self.cfg.set("accesslog", "-")
             # no query strings or headers in the access log (tokens, PHI)
             self.cfg.set("access_log_format", '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms')
+            apply_gunicorn_settings(self.cfg, settings, preflight)  # logs, control socket, ready line, metrics
 
         def load(self) -> Any:
             return build()
@@ -60,8 +63,13 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     """Run the service under gunicorn (production WSGI server)."""
     from os import environ  # production default: client authentication required unless CDS_AUTH_MODE says otherwise
 
-    settings = Settings.from_env(host=host, port=port, workers=workers,
-                                 auth_mode=None if "CDS_AUTH_MODE" in environ else "required")
+    try:
+        settings = Settings.from_env(host=host, port=port, workers=workers,
+                                     auth_mode=None if "CDS_AUTH_MODE" in environ else "required")
+    except ValueError as exc:
+        click.echo(f"cds-service serve: {exc}. Fix: correct that variable (README, Configuration)", err=True)
+        sys.exit(2)
+    found = _serve_preflight(settings)
     from .app import create_app, settle_heap
 
     def build() -> Any:
@@ -69,7 +77,25 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         settle_heap()
         return app
 
-    run_gunicorn(build, settings)
+    run_gunicorn(build, settings, found)
+
+
+def _serve_preflight(settings: Settings) -> Any:
+    """Check the configuration before gunicorn starts: a problem is one line with its fix, and exit 2."""
+    from . import logs
+
+    logs.configure(settings.log_level, settings.log_format)
+    from .serving import EXIT_CONFIG, PreflightError, log, preflight, prepare_metrics_dir, remove_metrics_dir, warn_if_open
+
+    prepare_metrics_dir()  # before anything imports prometheus_client
+    try:
+        found = preflight(settings)
+    except PreflightError as exc:
+        log.error("cannot start: %s", exc)
+        remove_metrics_dir()
+        sys.exit(EXIT_CONFIG)
+    warn_if_open(settings)
+    return found
 
 
 @main.command()
@@ -119,56 +145,90 @@ def invoke(request_file: Any, service_id: str | None, now: str | None, database_
     if request_file is not None:
         if hook or patient_id or fhir_base:
             raise click.UsageError("give either REQUEST_FILE or --hook/--patient/--fhir-base, not both")
-        _invoke_file(request_file, service_id, now, database_url)
-        return
-    if not (hook and patient_id and fhir_base):
+    elif not (hook and patient_id and fhir_base):
         raise click.UsageError("give REQUEST_FILE, or --hook, --patient and --fhir-base (EHR stand-in mode)")
     if no_prefetch and prefetch_only:
         raise click.UsageError("--no-prefetch and --prefetch-only contradict each other")
     if key_file and not (issuer and kid):
         raise click.UsageError("--sign-with needs --issuer and --kid")
-    from .kit.standin import EhrStandIn, StandInError, cards_table, read_draft_orders, sign_client_jwt
+    from .kit.standin import BuiltRequest, EhrStandIn, StandInError, cards_table, read_draft_orders, sign_client_jwt
 
     signer = None
     if key_file:
         def signer(audience: str) -> str:
             return sign_client_jwt(key_file, issuer=issuer, kid=kid, jku=jku, audience=audience)  # type: ignore[arg-type]
+    if service_url and now:
+        click.echo("note: --now only applies in-process; the running service uses its own clock", err=True)
+    body = _read_request_file(request_file) if request_file is not None else None
+    if body is not None:  # the file's fhirServer is the one the service is told to read: same http policy as --fhir-base
+        named = body.get("fhirServer")
+        fhir_base = named if isinstance(named, str) and named.startswith(("http://", "https://")) else "https://unused.invalid"
+        hook = body.get("hook") if isinstance(body.get("hook"), str) else None
+    standin = None
     try:
         if service_url:
-            if now:
-                click.echo("note: --now only applies in-process; the running service uses its own clock", err=True)
-            standin = EhrStandIn(fhir_base=fhir_base, service_url=service_url, fhir_token=fhir_token, signer=signer,
+            standin = EhrStandIn(fhir_base=fhir_base, service_url=service_url, fhir_token=fhir_token, signer=signer,  # type: ignore[arg-type]
                                  service_fhir_base=service_fhir_base)
         else:
-            standin = EhrStandIn(fhir_base=fhir_base, app=_in_process_app(now, database_url, service_fhir_base or fhir_base),
+            standin = EhrStandIn(fhir_base=fhir_base, app=_in_process_app(now, database_url, service_fhir_base or fhir_base),  # type: ignore[arg-type]
                                  fhir_token=fhir_token, signer=signer, service_fhir_base=service_fhir_base)
-        drafts = read_draft_orders(draft_orders_file) if draft_orders_file else None
-        built = standin.build_request(hook, patient_id, service_id=service_id, user_id=user_id, encounter_id=encounter_id,
-                                      draft_orders=drafts, selections=selections, prefetch=not no_prefetch,
-                                      send_fhir_server=not prefetch_only)
-        for key, why in built.not_prefetched.items():
-            click.echo(f"note: prefetch {key} not sent: {why}", err=True)
+        if body is not None:
+            if not hook:
+                raise StandInError(f"{request_file.name}: no \"hook\" in the request; give --service")
+            built = BuiltRequest(standin.service_for(hook, service_id), body)
+            what = request_file.name
+        else:
+            standin.check_fhir_base()
+            drafts = read_draft_orders(draft_orders_file) if draft_orders_file else None
+            built = standin.build_request(hook, patient_id, service_id=service_id, user_id=user_id, encounter_id=encounter_id,  # type: ignore[arg-type]
+                                          draft_orders=drafts, selections=selections, prefetch=not no_prefetch,
+                                          send_fhir_server=not prefetch_only)
+            for key, why in built.not_prefetched.items():
+                click.echo(f"note: prefetch {key} not sent: {why} (FHIR server {standin.fhir_base})", err=True)
+            what = f"patient {patient_id}, " + ("no prefetch (service fetches)" if no_prefetch
+                                                else f"prefetch {len(built.prefetched)} key(s)")
         if request_only:
             click.echo(json.dumps(built.body, indent=2))
             return
         result = standin.call(built)
     except StandInError as exc:
-        raise click.ClickException(str(exc))
+        raise click.ClickException(str(exc) + (_unauthorized_hint(bool(signer)) if exc.status == 401 else ""))
     finally:
-        if not service_url and "standin" in locals():
+        if not service_url and standin is not None:
             standin.app.extensions["cds"].store.flush()
-    mode = "no prefetch (service fetches)" if no_prefetch else f"prefetch {len(built.prefetched)} key(s)"
     if as_json:
         click.echo(json.dumps(result.body, indent=2))
     else:
-        click.echo(f"{built.service['id']} ({hook}) patient {patient_id}, {mode}: HTTP {result.status} "
+        click.echo(f"{built.service['id']} ({built.service.get('hook')}) {what}: HTTP {result.status} "
                    f"in {result.elapsed_ms:.0f} ms")
         if result.status == 200 and isinstance(result.body, dict):
             click.echo(cards_table(result.body.get("cards") or []))
         else:
             click.echo(json.dumps(result.body, indent=2))
+    if result.status == 401:
+        click.echo("error: HTTP 401 from " + result.url + _unauthorized_hint(bool(signer)), err=True)
     if result.status != 200:
         sys.exit(1)
+
+
+def _unauthorized_hint(signed: bool) -> str:
+    if signed:
+        return ("; the service refused the signed JWT: check that --issuer and --kid are in its "
+                "CDS_TRUSTED_ISSUERS_FILE with this key's public part, and that it is reached at the URL it expects "
+                "(CDS_PUBLIC_BASE_URL); its log says why")
+    return ("; the service requires a signed client JWT: add --sign-with KEY.pem --issuer ISS --kid KID (an issuer in "
+            "its CDS_TRUSTED_ISSUERS_FILE), or run it with CDS_AUTH_MODE=off (development only)")
+
+
+def _read_request_file(request_file: Any) -> dict[str, Any]:
+    raw = request_file.read()
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise click.ClickException(f"{request_file.name} is not JSON: {exc}")
+    if not isinstance(body, dict):
+        raise click.ClickException(f"{request_file.name} is not a hook request (a JSON object)")
+    return body
 
 
 def _in_process_app(now: str | None, database_url: str, fhir_base: str) -> Any:
@@ -181,33 +241,6 @@ def _in_process_app(now: str | None, database_url: str, fhir_base: str) -> Any:
     if fixed:
         config["CLOCK"] = lambda: fixed
     return create_app(config)
-
-
-def _invoke_file(request_file: Any, service_id: str | None, now: str | None, database_url: str) -> None:
-    from .app import create_app
-
-    raw = request_file.read()
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise click.ClickException(f"{request_file.name} is not JSON: {exc}")
-    fixed = _parse_now(now)
-    config: dict[str, Any] = {"database_url": database_url, "log_level": "WARNING"}
-    if fixed:
-        config["CLOCK"] = lambda: fixed
-    app = create_app(config)
-    services = app.extensions["cds"]
-    if service_id is None:
-        hook = body.get("hook") if isinstance(body, dict) else None
-        matches = [s.id for s in services.catalog.services.values() if s.hook == hook]
-        if not matches:
-            raise click.ClickException(f"no service answers hook {hook!r}; give --service")
-        service_id = matches[0]
-    resp = app.test_client().post(f"/cds-services/{service_id}", data=raw, content_type="application/json")
-    services.store.flush()
-    click.echo(json.dumps(resp.get_json(), indent=2))
-    if resp.status_code != 200:
-        sys.exit(1)
 
 
 from .audit.cli import audit  # noqa: E402

@@ -71,6 +71,9 @@ class Settings:
     # Validate every prefetch resource with the full fhir.resources R4B models (slow; off the hot path).
     strict_validation: bool = False
     log_level: str = "INFO"
+    log_format: str = "text"  # text | json
+    # 0: GET /metrics on the service port, behind the client authentication; else a port of its own (serve)
+    metrics_port: int = 0
     # Client JWT key handling: JWKS cache lifetime, minimum gap between unknown-kid refreshes, longest exp accepted.
     jwks_cache_seconds: int = 300
     jwks_refresh_min_seconds: float = 30.0
@@ -102,6 +105,10 @@ class Settings:
             raise ValueError("fetch deadlines must be positive")
         if self.fetch_page_limit < 1:
             raise ValueError("CDS_FETCH_PAGE_LIMIT must be >= 1")
+        if self.log_format not in {"text", "json"}:
+            raise ValueError(f"CDS_LOG_FORMAT must be text or json, not {self.log_format!r}")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"CDS_METRICS_PORT must be a port number (0 = /metrics on the service port), not {self.metrics_port}")
 
 
 def _coerce(name: str, type_name: Any, raw: str) -> Any:

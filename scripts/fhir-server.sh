@@ -43,6 +43,8 @@ LOG="$CACHE_DIR/$NAME.log"
 BASE_URL="http://$HOST:$PORT/fhir"
 
 log() { echo "[fhir-server] $*" >&2; }
+# shellcheck source=progress.sh
+. "$ROOT/scripts/progress.sh"
 die() { log "ERROR: $*"; exit 1; }
 
 abspath() { case "$1" in /*) echo "$1" ;; *) echo "$ROOT/$1" ;; esac; }
@@ -77,7 +79,8 @@ ensure_venv() {
   rm -rf "$VENV"
   mkdir -p "$(dirname "$VENV")"
   "$PYTHON" -m venv "$VENV"
-  PIP_DISABLE_PIP_VERSION_CHECK=1 quiet_pip "$VENV/bin/python" -m pip install -q --no-input \
+  PIP_DISABLE_PIP_VERSION_CHECK=1 PROGRESS_PREFIX="[fhir-server]" with_progress "pip install sekmet-fhir into $VENV" \
+    quiet_pip "$VENV/bin/python" -m pip install -q --no-input \
     -c "$CONSTRAINTS" "sekmet-fhir==$SEKMET_VERSION"
   echo "$want" > "$stamp_file"
   log "venv ready in $((SECONDS - t0)) s"

@@ -4,11 +4,12 @@
 #   bash scripts/test.sh [pytest args...]      e.g. bash scripts/test.sh -x -k prefetch
 #
 # Phases (each timed; a summary is printed at the end):
-#   1. venv      .venv for the project (created if missing) + pip install -e '.[test]'
+#   1. venv      .venv for the project (created if missing) + pip install -e '.[test]' (says every 15 s that pip still runs)
 #                (skipped when pyproject.toml is unchanged since the last install; CDS_TEST_REINSTALL=1 forces it)
 #   2. apt       Debian chromium + chromium-driver when /usr/bin/chromium is missing, docker-compose when a
 #                docker-compose.yml exists and docker-compose is missing, postgresql when its binaries are
-#                missing and a local PostgreSQL is needed (CDS_TEST_SKIP_APT=1 skips this phase)
+#                missing and a local PostgreSQL is needed, nginx-light when nginx is missing
+#                (CDS_TEST_SKIP_APT=1 skips this phase)
 #   3. compose   docker-compose -f docker-compose.yml config -q   (offline validation; only if the file exists)
 #   4. fhir      local FHIR server (scripts/fhir-server.sh), unless CDS_TEST_FHIR_BASE is already set
 #   5. postgres  throwaway PostgreSQL (scripts/postgres.sh), unless CDS_TEST_POSTGRES_URL is already set
@@ -31,6 +32,8 @@ APT_LOG="$CACHE_DIR/apt.log"
 mkdir -p "$CACHE_DIR"
 
 say() { echo "[test.sh] $*" >&2; }
+# with_progress: the long quiet steps (pip) say they are still running
+. "$ROOT/scripts/progress.sh"
 die() { say "ERROR: $*"; exit 1; }
 
 # ---------------------------------------------------------------- timings
@@ -125,7 +128,7 @@ STAMP="$( { "$VENV/bin/python" --version 2>&1; cat pyproject.toml; cat setup.cfg
 if [ "${CDS_TEST_REINSTALL:-0}" != 0 ] || [ ! -f "$STAMP_FILE" ] || [ "$(cat "$STAMP_FILE")" != "$STAMP" ]; then
   say "pip install -e '.[test]' into $VENV"
   rm -f "$STAMP_FILE"
-  quiet_pip "$VENV/bin/python" -m pip install -q -e '.[test]'
+  PROGRESS_PREFIX="[test.sh]" with_progress "pip install -e '.[test]'" quiet_pip "$VENV/bin/python" -m pip install -q -e '.[test]'
   echo "$STAMP" > "$STAMP_FILE"
 else
   say "pyproject.toml unchanged since the last install: skipping pip (CDS_TEST_REINSTALL=1 forces it)"
@@ -140,6 +143,7 @@ APT_PKGS=()
 if [ -x /usr/bin/chromium ] && [ ! -x /usr/bin/chromedriver ]; then APT_PKGS+=(chromium-driver); fi
 if [ -f "$COMPOSE_FILE" ] && ! command -v docker-compose >/dev/null 2>&1; then APT_PKGS+=(docker-compose); fi
 if [ -z "${CDS_TEST_POSTGRES_URL:-}" ] && [ -z "${CDS_PG_BINDIR:-}" ] && ! have_pg_binaries; then APT_PKGS+=(postgresql); fi
+[ -x /usr/sbin/nginx ] || APT_PKGS+=(nginx-light)   # the Kubernetes proxy config is run in front of the service
 if [ "${#APT_PKGS[@]}" = 0 ]; then
   say "nothing to install"
 elif [ "${CDS_TEST_SKIP_APT:-0}" != 0 ]; then
@@ -157,7 +161,17 @@ else
   say "apt-get update took $(elapsed "$t0") s"
   t0="$EPOCHREALTIME"
   say "apt-get install --no-install-recommends ${APT_PKGS[*]}"
-  if ! run_as_root apt-get install -y -q --no-install-recommends "${APT_OPTS[@]}" "${APT_PKGS[@]}" >> "$APT_LOG" 2>&1; then
+  # packaged daemons (nginx, postgresql) must not be started by their install scripts: tests start their own
+  OWN_POLICY_RC=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | run_as_root tee /usr/sbin/policy-rc.d >/dev/null && run_as_root chmod 755 /usr/sbin/policy-rc.d
+    OWN_POLICY_RC=1
+  fi
+  APT_RC=0
+  apt_install() { run_as_root apt-get install -y -q --no-install-recommends "${APT_OPTS[@]}" "${APT_PKGS[@]}" >> "$APT_LOG" 2>&1; }
+  PROGRESS_PREFIX="[test.sh]" with_progress "apt-get install (log: $APT_LOG)" apt_install || APT_RC=$?
+  [ "$OWN_POLICY_RC" = 1 ] && run_as_root rm -f /usr/sbin/policy-rc.d
+  if [ "$APT_RC" != 0 ]; then
     tail -n 40 "$APT_LOG" >&2
     die "apt-get install ${APT_PKGS[*]} failed (full log: $APT_LOG)"
   fi
@@ -186,6 +200,7 @@ if [ -n "${CDS_TEST_FHIR_BASE:-}" ]; then
   say "using the external FHIR server CDS_TEST_FHIR_BASE=$CDS_TEST_FHIR_BASE"
 else
   STARTED_FHIR=1
+  say "starting the local FHIR server (the first run builds its venv, about a minute)"
   CDS_TEST_FHIR_BASE="$(bash scripts/fhir-server.sh start)"
   # the server's SQLite store; its `traffic` table records every inbound request (Authorization redacted)
   CDS_TEST_FHIR_TRAFFIC_DB="$(bash scripts/fhir-server.sh db)"

@@ -9,6 +9,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, render_template, request
+from sqlalchemy import select
 
 from ..audit.charts import DailySeries, rule_chart
 from ..audit.queries import aware, cards_of, feedback_dict, feedback_for, invocation_dict, iter_invocations
@@ -82,6 +83,19 @@ def index():
             outcome[fb.card_uuid] = fb.outcome
     return render_template("audit/index.html", charts=charts, recent=recent, outcome=outcome, days=days,
                            first=first, today=today, writer=s.store.stats(), knowledge_version=s.knowledge.version)
+
+
+@bp.get("/invocations/<hook_instance>")
+def evidence_by_hook_instance(hook_instance: str):
+    """The same page addressed by hookInstance (what the EHR, the logs and `cds-service audit show` use)."""
+    s = _services()
+    with s.store.sessions() as session:
+        row = session.scalars(select(InvocationRow).where(InvocationRow.hook_instance == hook_instance[:200])
+                              .order_by(InvocationRow.id.desc()).limit(1)).first()
+        if row is None:
+            raise NotFound(f"no audited invocation with hookInstance {hook_instance[:200]!r}")
+        invocation_id = row.id
+    return evidence(invocation_id)
 
 
 @bp.get("/invocations/<int:invocation_id>")

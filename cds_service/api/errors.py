@@ -6,7 +6,8 @@ import logging
 from flask import Flask, Response, json
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from ..errors import CDSError, MethodNotAllowed, NotFound, PayloadTooLarge, Unauthorized
+from .. import metrics
+from ..errors import AuthUnavailable, CDSError, MethodNotAllowed, MissingToken, NotFound, PayloadTooLarge, Unauthorized
 
 log = logging.getLogger(__name__)
 FHIR_JSON = "application/fhir+json"
@@ -24,6 +25,9 @@ def init_app(app: Flask) -> None:
     def _cds_error(exc: CDSError):
         if isinstance(exc, Unauthorized):
             log.warning("authentication failed: %s", exc.reason or exc.message)
+            metrics.auth_refused(exc.reason or exc.message, isinstance(exc, MissingToken))
+        elif isinstance(exc, AuthUnavailable):
+            metrics.AUTH_REFUSALS.labels("unavailable").inc()
         elif exc.status >= 400:
             log.info("client error %s (%s): %s", exc.status, exc.code, exc.message)
         return outcome_response(exc)
@@ -33,7 +37,8 @@ def init_app(app: Flask) -> None:
         if isinstance(exc, RequestEntityTooLarge):
             return outcome_response(PayloadTooLarge("request body is too large"))
         if exc.code == 404:
-            return outcome_response(NotFound("no such endpoint"))
+            return outcome_response(NotFound("no such endpoint; the service answers GET /cds-services (discovery), "
+                                             "POST /cds-services/{id}, /healthz, /readyz and /openapi.yaml"))
         if exc.code == 405:
             allowed = exc.valid_methods or []  # type: ignore[attr-defined]
             return outcome_response(MethodNotAllowed("method not allowed on this endpoint", allowed))

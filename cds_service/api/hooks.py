@@ -7,6 +7,7 @@ import time
 from flask import Blueprint, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from .. import metrics
 from ..engine import Invocation
 from ..errors import CDSError, UnknownService
 from ..protocol.request import parse_feedback
@@ -20,13 +21,13 @@ def services():
     return current_app.extensions["cds"]
 
 
-@bp.get("/cds-services")
+@bp.get("/cds-services", strict_slashes=False)
 def discovery():
     s = services()
     return jsonify(s.catalog.discovery(s.engine.clock()))
 
 
-@bp.post("/cds-services/<service_id>")
+@bp.post("/cds-services/<service_id>", strict_slashes=False)
 def call_service(service_id: str):
     s = services()
     inv = g.cds_invocation = Invocation(service_id=service_id)
@@ -34,6 +35,7 @@ def call_service(service_id: str):
     body = None
     try:
         body = read_json(request, s.settings.max_body_bytes)
+        _known_service(s.catalog, service_id)
         response = s.engine.handle(service_id, body, inv)
     except CDSError as exc:
         inv.status, inv.error_code, inv.error = exc.status, exc.code, exc.message
@@ -77,8 +79,20 @@ def _record(response) -> None:
         inv.client = " ".join(p for p in (client.iss, client.sub and f"sub={client.sub}",
                                           client.tenant and f"tenant={client.tenant}") if p)
     s.store.record_invocation(inv)
+    metrics.observe_call(inv, s.catalog.get(inv.service_id) is not None)
+    metrics.sync_audit(s.store)
     log.info("hook %s hookInstance=%s patient=%s status=%d cards=%d %.1fms", inv.service_id, inv.hook_instance,
-             inv.patient_id, inv.status, len(inv.cards), inv.latency_ms)
+             inv.patient_id, inv.status, len(inv.cards), inv.latency_ms,
+             extra={"service": inv.service_id, "hookInstance": inv.hook_instance, "patientId": inv.patient_id,
+                    "status": inv.status, "latencyMs": round(inv.latency_ms, 1), "cards": len(inv.cards)})
+
+
+def _known_service(catalog, service_id: str) -> None:
+    """404 naming the services there are, so that a typo is a one-look fix."""
+    if catalog.get(service_id) is None:
+        ids = ", ".join(sorted(catalog.services))
+        raise UnknownService(f"no CDS service with id {service_id[:200]!r}; the services here are: {ids} "
+                             "(GET /cds-services)")
 
 
 def _identify(inv: Invocation, body) -> None:
@@ -102,11 +116,10 @@ def _outcome_code(response) -> tuple[str | None, str | None]:
         return f"http-{response.status_code}", None
 
 
-@bp.post("/cds-services/<service_id>/feedback")
+@bp.post("/cds-services/<service_id>/feedback", strict_slashes=False)
 def feedback(service_id: str):
     s = services()
-    if s.catalog.get(service_id) is None:
-        raise UnknownService(f"no CDS service with id {service_id!r}")
+    _known_service(s.catalog, service_id)
     body = read_json(request, s.settings.max_body_bytes)
     items = parse_feedback(body)
     results = s.store.record_feedback(service_id, items)

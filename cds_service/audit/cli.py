@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from typing import Any
 
@@ -15,10 +16,53 @@ def _url(value: str | None) -> str:
     return value or Settings.from_env().database_url
 
 
-def _store(database_url: str | None):
+def _store(database_url: str | None, create: bool = False):
+    """The audit store the command reads, said on stderr; never created by a command that only reads."""
     from .store import AuditStore
 
-    return AuditStore(_url(database_url), background=False)
+    url = _url(database_url)
+    where = "--database-url" if database_url else ("CDS_DATABASE_URL" if "CDS_DATABASE_URL" in os.environ
+                                                    else "the default")
+    shown = _existing_database(url, where, create)
+    click.echo(f"audit database: {shown} ({where})", err=True)
+    return AuditStore(url, background=False)
+
+
+def _existing_database(url: str, where: str, create: bool) -> str:
+    from sqlalchemy import inspect
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ..serving import masked_url
+    from .store import is_memory_sqlite, make_engine
+
+    shown = masked_url(url)
+    hint = ("run the command where the service runs, give --database-url (or set CDS_DATABASE_URL) as the "
+            "service has it, or create an empty store with `cds-service audit migrate`")
+    try:
+        parsed = make_url(url)
+    except Exception:
+        raise click.ClickException(f"{where} {url!r} is not a database URL") from None
+    if parsed.get_backend_name() == "sqlite" and not is_memory_sqlite(url):
+        path = os.path.abspath(parsed.database or "")
+        shown = f"{shown} ({path})"
+        if not create and not os.path.exists(path):
+            raise click.ClickException(f"no audit database at {path} ({where}); {hint}")
+        return shown
+    if create or is_memory_sqlite(url):
+        return shown
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            tables = set(inspect(conn).get_table_names())
+    except SQLAlchemyError as exc:
+        raise click.ClickException(f"cannot open the audit database {shown} ({where}): "
+                                   f"{str(getattr(exc, 'orig', exc)).splitlines()[0][:200]}") from None
+    finally:
+        engine.dispose()
+    if "invocation" not in tables:
+        raise click.ClickException(f"{shown} ({where}) has no audit tables; {hint}")
+    return shown
 
 
 def _window(since: str | None, until: str | None):
@@ -48,7 +92,7 @@ def migrate(database_url: str | None) -> None:
     """Create or upgrade the audit schema (Alembic head)."""
     from .migrate import current_revision
 
-    store = _store(database_url)
+    store = _store(database_url, create=True)
     click.echo(f"audit schema at revision {current_revision(store.engine)}")
     store.close()
 
@@ -230,9 +274,35 @@ def purge(database_url: str | None, days: int | None, yes: bool) -> None:
         if days <= 0:
             click.echo("CDS_AUDIT_RETENTION_DAYS is 0 (keep forever): nothing purged")
             return
-    if not yes:
-        click.confirm(f"Delete audit records older than {days} day(s)?", abort=True)
     store = _store(database_url)
+    cutoff, due = _purgeable(store, days)
+    click.echo(f"{due['invocation']} invocation(s) with {due['card']} card(s), and {due['feedback']} feedback row(s), "
+               f"were received before {cutoff:%Y-%m-%d %H:%M} UTC (older than {days} day(s))")
+    if not yes:
+        if not due["invocation"] and not due["feedback"]:
+            click.echo("nothing to purge")
+            store.close()
+            return
+        click.confirm("Delete them?", abort=True)
     counts = store.purge(days)
     store.close()
     click.echo("purged " + ", ".join(f"{n} {table}" for table, n in counts.items()))
+
+
+def _purgeable(store: Any, days: int):
+    """What ``purge(days)`` would delete, counted first (the store's own cutoff rule: received before now - days)."""
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy import func, select
+
+    from .schema import CardRow, FeedbackRow, InvocationRow
+
+    cutoff = datetime.now(timezone.utc) - timedelta(days=days)
+    with store.sessions() as s:
+        old = select(InvocationRow.id).where(InvocationRow.received_at < cutoff)
+        due = {
+            "invocation": s.scalar(select(func.count()).select_from(InvocationRow).where(InvocationRow.received_at < cutoff)),
+            "card": s.scalar(select(func.count()).select_from(CardRow).where(CardRow.invocation_id.in_(old))),
+            "feedback": s.scalar(select(func.count()).select_from(FeedbackRow).where(FeedbackRow.received_at < cutoff)),
+        }
+    return cutoff, {k: int(v or 0) for k, v in due.items()}

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
+from .. import metrics
 from ..engine import Invocation, snapshot
 from ..errors import CDSError
 from .schema import CardRow, FeedbackRow, InvocationRow, SeenJti
@@ -219,6 +220,7 @@ class AuditStore:
                 for inv in batch:
                     self._add(s, inv)
             self.written += len(batch)
+            metrics.audit_written(batch, self)
         except Exception:  # one bad record or an outage: fall back to one transaction each, with retries
             for inv in batch:
                 self._write(inv)
@@ -228,6 +230,7 @@ class AuditStore:
             try:
                 self._insert(inv)
                 self.written += 1
+                metrics.audit_written((inv,), self)
                 return
             except Exception as exc:  # a store outage must never reach the client
                 self._note_error(f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")

@@ -40,6 +40,8 @@ MEANINGS = {
     "audit_ui": "Serve the audit web pages under `/audit/`.",
     "strict_validation": "Validate every prefetch resource with the full fhir.resources R4B models (slow; the lean models are always used).",
     "log_level": "Python log level (`DEBUG`, `INFO`, `WARNING`, ...).",
+    "log_format": "`text` (one line per record, ISO UTC time) or `json` (one JSON object per line: time, level, logger, message; hook calls add service, hookInstance, status, latencyMs, cards). gunicorn's access and error logs use the same format.",
+    "metrics_port": "Prometheus metrics: `0` serves `GET /metrics` on the service port behind the client authentication; a port number serves them there instead (all workers, no authentication: keep it on the cluster network).",
     "jwks_cache_seconds": "How long a fetched JWK Set is cached.",
     "jwks_refresh_min_seconds": "Minimum gap between JWK Set refreshes triggered by an unknown `kid`.",
     "jwt_max_lifetime_seconds": "Longest client JWT lifetime accepted (`exp` - now).",

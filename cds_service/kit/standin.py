@@ -31,6 +31,10 @@ FHIR_SCOPES = ("patient/Patient.read", "patient/Observation.read", "patient/Medi
 class StandInError(Exception):
     """Something the user asked for cannot be done (bad file, unknown hook, service unreachable)."""
 
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status  # the service's HTTP status, when it answered
+
 
 @dataclass
 class BuiltRequest:
@@ -115,12 +119,33 @@ class EhrStandIn:
     def endpoint(self, service_id: str) -> str:
         return f"{self.base_url}/cds-services/{service_id}"
 
+    # ------------------------------------------------------------------ the FHIR server
+    def check_fhir_base(self) -> str:
+        """GET [base]/metadata before anything else: a wrong --fhir-base is named, not met later as odd gaps.
+        Returns the server's fhirVersion."""
+        url = f"{self.fhir_base}/metadata"
+        hint = "check --fhir-base (the FHIR base URL, e.g. http://127.0.0.1:8089/fhir; `bash scripts/fhir-server.sh start` runs a test server)"
+        try:
+            resp = self.session.get(url, headers={"Accept": "application/fhir+json"}, timeout=min(self.timeout, 10.0))
+        except requests.RequestException as exc:
+            raise StandInError(f"FHIR server {self.fhir_base}: cannot connect ({type(exc).__name__}); {hint}") from None
+        if resp.status_code != 200:
+            raise StandInError(f"FHIR server {self.fhir_base}: GET /metadata answered HTTP {resp.status_code}; {hint}")
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or body.get("resourceType") != "CapabilityStatement":
+            raise StandInError(f"FHIR server {self.fhir_base}: GET /metadata is not a FHIR CapabilityStatement; {hint}")
+        return str(body.get("fhirVersion") or "")
+
     # ------------------------------------------------------------------ discovery
     def discovery(self) -> dict[str, Any]:
         if self._discovery is None:
             status, body, _ = self._http("GET", "/cds-services", None, self._auth(self.base_url + "/cds-services"))
             if status != 200 or not isinstance(body, dict) or not isinstance(body.get("services"), list):
-                raise StandInError(f"discovery at {self.base_url}/cds-services answered HTTP {status}: {_short(body)}")
+                raise StandInError(f"discovery at {self.base_url}/cds-services answered HTTP {status}: {_short(body)}",
+                                   status)
             self._discovery = body
         return self._discovery
 

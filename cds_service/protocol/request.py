@@ -88,7 +88,8 @@ def parse_hook_request(body: Any, service: ServiceDefinition) -> HookRequest:
         unknown = [x for x in sel if x.strip() not in drafted]
         if unknown:
             raise UnprocessableRequest(
-                f"context.selections names {', '.join(unknown[:5])}, not among context.draftOrders",
+                f"context.selections names {', '.join(unknown[:5])}, not among context.draftOrders "
+                f"(the draft orders are: {', '.join(sorted(drafted)[:20]) or 'none'})",
                 expression=["context.selections"])
     fhir_server = body.get("fhirServer")
     if fhir_server is not None:

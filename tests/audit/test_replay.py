@@ -28,9 +28,9 @@ def _record_calls(app_factory, db_url):
 def test_unchanged_knowledge_replays_identically(app_factory, db_url):
     _record_calls(app_factory, db_url)
     result = CliRunner().invoke(main, ["audit", "replay", "--database-url", db_url])
-    assert result.exit_code == 0, result.output
-    assert "replayed 2 call(s)" in result.output and "1 without a snapshot skipped" in result.output
-    assert result.output.strip().endswith("no change")
+    assert result.exit_code == 0, result.stdout
+    assert "replayed 2 call(s)" in result.stdout and "1 without a snapshot skipped" in result.stdout
+    assert result.stdout.strip().endswith("no change")
 
 
 def test_a_lower_magnesium_threshold_makes_the_card_disappear(app_factory, db_url, tmp_path):
@@ -44,8 +44,8 @@ def test_a_lower_magnesium_threshold_makes_the_card_disappear(app_factory, db_ur
     path.write_text(text.replace(old, 'magnesium_low: {value: 1.5,'))
 
     result = CliRunner().invoke(main, ["audit", "replay", "--knowledge", str(changed), "--json", "--database-url", db_url])
-    assert result.exit_code == 1, result.output
-    report = json.loads(result.output)
+    assert result.exit_code == 1, result.stdout
+    report = json.loads(result.stdout)
     gone = [c for c in report["changes"] if c["rule"] == "hypomagnesemia"]
     assert len(gone) == 1
     assert (gone[0]["hookInstance"], gone[0]["change"], gone[0]["after"]) == ("hi-low", "disappear", None)
@@ -55,7 +55,7 @@ def test_a_lower_magnesium_threshold_makes_the_card_disappear(app_factory, db_ur
 
     text_out = CliRunner().invoke(main, ["audit", "replay", "--knowledge", str(changed), "--database-url", db_url])
     assert text_out.exit_code == 1
-    assert "[disappear] hypomagnesemia hookInstance=hi-low" in text_out.output and "CHANGED" in text_out.output
+    assert "[disappear] hypomagnesemia hookInstance=hi-low" in text_out.stdout and "CHANGED" in text_out.stdout
 
 
 def test_a_higher_threshold_makes_a_card_appear(app_factory, sqlite_url, tmp_path):
@@ -66,7 +66,7 @@ def test_a_higher_threshold_makes_a_card_appear(app_factory, sqlite_url, tmp_pat
     path.write_text(path.read_text().replace('magnesium_low: {value: 1.8,', 'magnesium_low: {value: 2.2,'))
     result = CliRunner().invoke(main, ["audit", "replay", "--knowledge", str(changed), "--json", "--database-url", sqlite_url])
     assert result.exit_code == 1
-    appeared = [c for c in json.loads(result.output)["changes"] if c["rule"] == "hypomagnesemia"]
+    appeared = [c for c in json.loads(result.stdout)["changes"] if c["rule"] == "hypomagnesemia"]
     assert [(c["hookInstance"], c["change"], c["after"]["indicator"]) for c in appeared] == [("hi-normal", "appear", "warning")]
 
 

@@ -72,8 +72,8 @@ def run(*args):
 
 def test_report_numbers(dataset):
     result = run("report", "--json", "--since", "2026-11-01", "--until", "2026-11-30", "--database-url", dataset)
-    assert result.exit_code == 0, result.output
-    r = json.loads(result.output)
+    assert result.exit_code == 0, result.stdout
+    r = json.loads(result.stdout)
     assert r["invocations"] == 15
     # hypomagnesemia: evaluated in 7 + 4 OK calls; cards h1 (critical), h2, h3, h4, h5 (warning)
     # feedback (latest per card): h1, h2, h4 accepted; h3 (already-treated), h5 (patient-declined) overridden -> 3/5
@@ -93,7 +93,7 @@ def test_report_numbers(dataset):
 
 
 def test_report_without_a_window_includes_october(dataset):
-    r = json.loads(run("report", "--json", "--database-url", dataset).output)
+    r = json.loads(run("report", "--json", "--database-url", dataset).stdout)
     assert r["invocations"] == 16
     assert r["rules"][HYPO]["cards"]["critical"] == 2 and r["rules"][HYPO]["overridden"] == 3
     assert r["services"][PATIENT_VIEW]["p95Ms"] == 1000.0
@@ -101,8 +101,8 @@ def test_report_without_a_window_includes_october(dataset):
 
 def test_report_as_a_table(dataset):
     result = run("report", "--since", "2026-11-01", "--until", "2026-11-30", "--database-url", dataset)
-    assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
+    assert result.exit_code == 0, result.stdout
+    lines = result.stdout.splitlines()
     assert lines[0].startswith("Audit report 2026-11-01T00:00:00+00:00 .. 2026-12-01T00:00:00+00:00: 15 invocation(s)")
     hypo = next(line for line in lines if line.startswith(HYPO)).split()
     assert hypo[:9] == [HYPO, "11", "5", "1", "4", "0", "3", "2", "60.0%"]
@@ -114,7 +114,7 @@ def test_export_csv_parses_back(dataset, tmp_path):
     out = tmp_path / "export.csv"
     result = run("export", "--format", "csv", "--since", "2026-11-01", "--rule", WASTING, "--output", str(out),
                  "--database-url", dataset)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 0, result.stdout
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
     assert [r["hookInstance"] for r in rows] == ["os-0", "os-1", "os-2", "os-3"]
     assert rows[0]["rulesFired"] == f"{HYPO};{WASTING}" and rows[0]["cardIndicators"] == "warning;warning"
@@ -125,8 +125,8 @@ def test_export_csv_parses_back(dataset, tmp_path):
 def test_export_ndjson_parses_back_with_feedback(dataset):
     result = run("export", "--format", "ndjson", "--service", PATIENT_VIEW, "--since", "2026-11-12",
                  "--until", "2026-11-13", "--database-url", dataset)
-    assert result.exit_code == 0, result.output
-    docs = [json.loads(line) for line in result.output.splitlines()]
+    assert result.exit_code == 0, result.stdout
+    docs = [json.loads(line) for line in result.stdout.splitlines()]
     assert [d["hookInstance"] for d in docs] == ["pv-2", "pv-3"]  # the 12th and the 13th (a bare --until date is inclusive)
     assert [f["outcome"] for f in docs[1]["feedback"]] == ["overridden", "accepted"]
     assert docs[0]["cards"][1]["source"]["topic"]["code"] == GAPS and docs[0]["receivedAt"].startswith("2026-11-12T12:00")
@@ -134,12 +134,12 @@ def test_export_ndjson_parses_back_with_feedback(dataset):
 
 def test_list_and_show(dataset):
     result = run("list", "--limit", "3", "--database-url", dataset)
-    assert result.exit_code == 0, result.output
-    body = result.output.splitlines()[2:]
+    assert result.exit_code == 0, result.stdout
+    body = result.stdout.splitlines()[2:]
     assert [line.split()[3] for line in body] == ["pv-october", "os-4", "os-3"]  # newest recorded first
     shown = run("show", "pv-0", "--database-url", dataset)
-    assert shown.exit_code == 0, shown.output
-    doc = json.loads(shown.output)
+    assert shown.exit_code == 0, shown.stdout
+    doc = json.loads(shown.stdout)
     assert doc["hookInstance"] == "pv-0" and doc["cards"][0]["indicator"] == "critical"
     assert [f["outcome"] for f in doc["feedback"]] == ["accepted"]
     missing = run("show", "nope", "--database-url", dataset)

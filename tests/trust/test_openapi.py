@@ -35,7 +35,7 @@ def fuzz_app(tmp_path_factory):
 
 
 OPERATIONS = ["GET /cds-services", "POST /cds-services/{service_id}", "POST /cds-services/{service_id}/feedback",
-              "GET /healthz", "GET /readyz", "GET /openapi.yaml", "GET /openapi.json"]
+              "GET /healthz", "GET /readyz", "GET /metrics", "GET /openapi.yaml", "GET /openapi.json"]
 
 
 @pytest.fixture(scope="module")
