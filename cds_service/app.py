@@ -52,13 +52,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["cds"] = Services(settings, knowledge, catalog, engine, store)
 
     from . import auth
-    from .api import audit_pages, errors, health, hooks, openapi
+    from .api import audit_pages, errors, evidence_page, health, hooks, openapi
 
     errors.init_app(app)
     app.register_blueprint(hooks.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
     audit_pages.register(app)  # /audit/ only when CDS_AUDIT_UI
+    evidence_page.register(app)  # /evidence: the page behind every card's link (its token is the credential)
     auth.init_app(app)
     if settings.cors_origins:
         from flask_cors import CORS

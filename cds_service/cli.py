@@ -62,6 +62,12 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
 
     settings = Settings.from_env(host=host, port=port, workers=workers,
                                  auth_mode=None if "CDS_AUTH_MODE" in environ else "required")
+    if not settings.evidence_key:  # one key for every worker (made before they fork); links end at a restart
+        from .api.evidence_page import random_key
+
+        settings = settings.with_overrides(evidence_key=random_key())
+        click.echo("CDS_EVIDENCE_KEY is not set: evidence links use a random key and stop working at a restart "
+                   "(set one shared key for several instances)", err=True)
     from .app import create_app, settle_heap
 
     def build() -> Any:

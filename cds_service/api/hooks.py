@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException
 from ..engine import Invocation
 from ..errors import CDSError, UnknownService
 from ..protocol.request import parse_feedback
+from . import evidence_page
 from .body import read_json
 
 bp = Blueprint("cds", __name__)
@@ -35,6 +36,7 @@ def call_service(service_id: str):
     try:
         body = read_json(request, s.settings.max_body_bytes)
         response = s.engine.handle(service_id, body, inv)
+        response = evidence_page.add_links(response, inv)  # copies: the audited cards keep no token
     except CDSError as exc:
         inv.status, inv.error_code, inv.error = exc.status, exc.code, exc.message
         if isinstance(exc, UnknownService):
