@@ -16,7 +16,7 @@ from markupsafe import Markup
 
 from ..evidence.source import load_card_evidence
 from ..evidence.tokens import CardRef, EvidenceSigner, LinkRefused
-from ..evidence.view import MED_GROUPS, WIDTH, build
+from ..evidence.view import MED_GROUPS, WIDTH, build, num, source_ref
 
 bp = Blueprint("evidence", __name__, url_prefix="/evidence", template_folder="templates",
                static_folder="static", static_url_path="/static")
@@ -102,7 +102,7 @@ def page():
     evidence = build(invocation, card, s.knowledge)
     detail = Markup(_MARKDOWN.render(str(card.get("detail") or "")))
     return _page("evidence.html", 200, ev=evidence, detail=detail, width=WIDTH, groups=dict(MED_GROUPS),
-                 expires=ref.expires_at)
+                 expires=ref.expires_at, num=num, src=source_ref)
 
 
 def _load(store: Any, ref: CardRef, signer: EvidenceSigner):

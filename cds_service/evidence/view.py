@@ -153,18 +153,25 @@ def _when(value: Any) -> datetime | None:
     return parse_fhir_datetime(value) if isinstance(value, str) else None
 
 
-def _num(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, (int, float)) else str(v)
+def _list(v: Any) -> list:
+    return v if isinstance(v, list) else []
 
 
-def _src(f: dict[str, Any]) -> str:
-    s = f.get("source") or {}
+def num(v: Any) -> str:
+    """A value for display: 4 significant digits for numbers."""
+    return "" if v is None else f"{v:.4g}" if isinstance(v, (int, float)) else str(v)
+
+
+def source_ref(f: dict[str, Any]) -> str:
+    s = f.get("source")
+    if not isinstance(s, dict):
+        return ""
     ref = f"{s.get('resourceType', '')}/{s.get('id') or '(no id)'}" if s else ""
     return ref + (f"/_history/{s['versionId']}" if s.get("versionId") else "")
 
 
 def _lab_key(f: dict[str, Any]) -> tuple:
-    return (_src(f), f.get("effective"), f.get("analyte"))
+    return (source_ref(f), f.get("effective"), f.get("analyte"))
 
 
 def _used_labs(facts: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -174,19 +181,21 @@ def _used_labs(facts: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if f.get("kind") == "lab":
             out.append(f)
         elif f.get("kind") == "derived":
-            out += [i for i in f.get("inputs") or [] if isinstance(i, dict) and i.get("kind") == "lab"]
+            out += [i for i in _list(f.get("inputs")) if isinstance(i, dict) and i.get("kind") == "lab"]
     return out
 
 
 def build(invocation: dict[str, Any], card: dict[str, Any], knowledge: Knowledge) -> Evidence:
     """The page model for ``card`` of the audited ``invocation`` (its record snapshot and per-rule facts)."""
     rule = ((card.get("source") or {}).get("topic") or {}).get("code", "")
-    facts = [f for f in (invocation.get("facts") or {}).get(rule, []) if isinstance(f, dict)]
-    snap = invocation.get("recordSnapshot") or {}
+    by_rule = invocation.get("facts") if isinstance(invocation.get("facts"), dict) else {}
+    facts = [f for f in by_rule.get(rule) or [] if isinstance(f, dict)]
+    snap = invocation.get("recordSnapshot") if isinstance(invocation.get("recordSnapshot"), dict) else {}
     now = _when(invocation.get("evaluatedAt")) or _when(invocation.get("receivedAt")) or datetime.now(timezone.utc)
     lookback_start = now - timedelta(days=float(knowledge.policy("lookback_days")))
+    raw_labs = snap.get("labs") if isinstance(snap.get("labs"), dict) else {}
     labs: dict[str, list[dict[str, Any]]] = {a: [f for f in v if isinstance(f, dict)]
-                                             for a, v in (snap.get("labs") or {}).items() if isinstance(v, list)}
+                                             for a, v in raw_labs.items() if isinstance(v, list)}
     used = _used_labs(facts)
     for f in used:  # facts the snapshot lacks (should not happen) are still drawn
         series = labs.setdefault(str(f.get("analyte")), [])
@@ -194,14 +203,15 @@ def build(invocation: dict[str, Any], card: dict[str, Any], knowledge: Knowledge
             series.append(f)
     used_keys = {_lab_key(f) for f in used}
     used_analytes = {f.get("analyte") for f in used}
-    derived = [f for f in facts if f.get("kind") == "derived"]
+    derived = [{**f, "inputs": [i for i in _list(f.get("inputs")) if isinstance(i, dict)]}
+               for f in facts if f.get("kind") == "derived"]
     derived_rates = [d for d in derived if d.get("name") in DERIVED_RATES]
 
     panel_ids = ["magnesium"] + [a for a in PANEL_ANALYTES if a in used_analytes]
     if derived_rates or "egfr" in used_analytes or "crcl_measured" in used_analytes:
         panel_ids.append("kidney-function")
-    meds = [m for m in (snap.get("medications") or []) if isinstance(m, dict)]
-    drafts = [m for m in (snap.get("draftMedications") or []) if isinstance(m, dict)]
+    meds = [m for m in _list(snap.get("medications")) if isinstance(m, dict)]
+    drafts = [m for m in _list(snap.get("draftMedications")) if isinstance(m, dict)]
 
     # the axis: from the earliest drawn date (at least 30 days back, at most the lookback window) to the call
     dates = [d for a in panel_ids for f in labs.get(a, []) if (d := _when(f.get("effective")))]
@@ -210,12 +220,13 @@ def build(invocation: dict[str, Any], card: dict[str, Any], knowledge: Knowledge
     span = now - start
     axis = Axis(start - span * 0.02, now + span * 0.04)
 
+    gaps = _list(snap.get("gaps")) or _list(invocation.get("gaps"))
     panels: list[Panel] = []
     top = 0
     for pid in panel_ids:
         panel = _kidney_panel(pid, labs, derived_rates, used_keys, axis, knowledge, top) if pid == "kidney-function" \
             else _lab_panel(pid, labs.get(pid, []), used_keys, rule, now, axis, knowledge, top)
-        panel.unreadable = [g.get("what", "") for g in snap.get("gaps") or invocation.get("gaps") or []
+        panel.unreadable = [str(g.get("what", "")) for g in gaps
                             if isinstance(g, dict) and f"({pid})" in str(g.get("what", ""))]
         panels.append(panel)
         top += panel.height
@@ -230,7 +241,7 @@ def build(invocation: dict[str, Any], card: dict[str, Any], knowledge: Knowledge
                  "birthDate": snap.get("birthDate")},
         now=now, lookback_start=lookback_start, axis=axis, x_ticks=axis.ticks(), window=window, panels=panels,
         bars=bars, bars_height=max(1, len(bars)) * LANE_HEIGHT + 50, derived=derived,
-        gaps=[g for g in snap.get("gaps") or invocation.get("gaps") or [] if isinstance(g, dict)],
+        gaps=[g for g in gaps if isinstance(g, dict)],
         knowledge_version=str(invocation.get("knowledgeVersion") or ""), source=card.get("source") or {},
     )
 
@@ -269,12 +280,12 @@ def _thresholds(pid: str, unit: str, knowledge: Knowledge) -> list[tuple[str, An
 
 
 def _threshold_label(key: str, t: Any) -> str:
-    return f"{THRESHOLD_NAMES.get(key, key.replace('_', ' '))} {_num(t.value)} {t.unit}"
+    return f"{THRESHOLD_NAMES.get(key, key.replace('_', ' '))} {num(t.value)} {t.unit}"
 
 
 def _converted(analyte: str, value: float, unit: str, knowledge: Knowledge) -> str:
     a = knowledge.model.analytes.get(analyte)
-    text = f"{_num(value)} {unit}"
+    text = f"{num(value)} {unit}"
     if a is not None and a.molar_mass and unit == "mg/dL":
         mmol = value * 10 / a.molar_mass
         text += f" = {mmol:.3g} mmol/L" if mmol >= 0.1 else f" = {mmol * 1000:.3g} µmol/L"
@@ -320,8 +331,8 @@ def _lab_panel(pid: str, series: list[dict[str, Any]], used_keys: set, rule: str
     if ref_low is not None or ref_high is not None:
         y_hi = y(ref_high) if ref_high is not None else inner_top
         y_lo = y(ref_low) if ref_low is not None else inner_bottom
-        panel.band = (y_hi, y_lo, f"lab range {_num(ref_low) if ref_low is not None else ''}–"
-                                  f"{_num(ref_high) if ref_high is not None else ''} {unit} (as the lab reported it)")
+        panel.band = (y_hi, y_lo, f"lab range {num(ref_low) if ref_low is not None else ''}–"
+                                  f"{num(ref_high) if ref_high is not None else ''} {unit} (as the lab reported it)")
     for key, t in thresholds:
         src = knowledge.source(t.source)
         panel.thresholds.append(Line(key, float(t.value), t.unit, y(float(t.value)),
@@ -331,10 +342,10 @@ def _lab_panel(pid: str, series: list[dict[str, Any]], used_keys: set, rule: str
     for w, f in rows:
         counted = _lab_key(f) in used_keys
         value = float(f["value"])
-        reported = f"{_num(f.get('originalValue'))} {f.get('originalUnit', '')}".strip()
+        reported = f"{num(f.get('originalValue'))} {f.get('originalUnit', '')}".strip()
         panel.points.append(Point(
             x=axis.x(w), y=y(value), value=value, unit=str(f.get("unit", unit)), date=w.date().isoformat(),
-            reported=reported, converted=_converted(pid, value, str(f.get("unit", unit)), knowledge), source=_src(f),
+            reported=reported, converted=_converted(pid, value, str(f.get("unit", unit)), knowledge), source=source_ref(f),
             counted=counted, why="" if counted else _why_not(f, w, counted_dates, rule, now, knowledge),
             label=f"{value:.3g}" if label_points else ""))
     return panel
@@ -353,7 +364,7 @@ def _kidney_panel(pid: str, labs: dict[str, list[dict[str, Any]]], derived: list
             if w and isinstance(f.get("value"), (int, float)):
                 entries.append((w, float(f["value"]), f, f"{analyte} result"))
     for d in derived:
-        inputs = [i for i in d.get("inputs") or [] if isinstance(i, dict) and i.get("analyte") == "creatinine"]
+        inputs = [i for i in _list(d.get("inputs")) if isinstance(i, dict) and i.get("analyte") == "creatinine"]
         w = _when(inputs[0].get("effective")) if inputs else None
         if w and isinstance(d.get("value"), (int, float)):
             entries.append((w, float(d["value"]), d, f"{d.get('name')} (derived)"))
@@ -372,14 +383,15 @@ def _kidney_panel(pid: str, labs: dict[str, list[dict[str, Any]]], derived: list
         unit = str(f.get("unit", ""))
         panel.points.append(Point(
             x=axis.x(w), y=y(v), value=v, unit=unit, date=w.date().isoformat(),
-            reported=(f.get("formula") or "") if is_derived else f"{_num(f.get('originalValue'))} {f.get('originalUnit', '')}",
-            converted=f"{_num(v)} {unit}", source=what if is_derived else _src(f), counted=counted,
+            reported=(f.get("formula") or "") if is_derived else f"{num(f.get('originalValue'))} {f.get('originalUnit', '')}",
+            converted=f"{num(v)} {unit}", source=what if is_derived else source_ref(f), counted=counted,
             why="" if counted else "not used by this card's rule", label=f"{v:.0f}"))
     return panel
 
 
 def _group(m: dict[str, Any], knowledge: Knowledge) -> str | None:
-    classes = {c for i in m.get("ingredients") or [] if isinstance(i, dict) for c in i.get("classes") or []}
+    classes = {c for i in m.get("ingredients") or [] if isinstance(i, dict) for c in i.get("classes") or []
+               if isinstance(c, str)}
     if any(knowledge.model.classes[c].wasting for c in classes if c in knowledge.model.classes):
         return "wasting"
     for group in ("magnesium-supplement", "vitamin-d-analogue"):
@@ -392,7 +404,7 @@ def _bars(meds: list[dict[str, Any]], drafts: list[dict[str, Any]], facts: list[
           now: datetime, knowledge: Knowledge) -> list[Bar]:
     """One bar per relevant medication: active ones from their start (clipped to the axis) to the call's now;
     orders drafted in the call from now to the axis end."""
-    used = {_src(f) for f in facts if f.get("kind") == "medication"}
+    used = {source_ref(f) for f in facts if f.get("kind") == "medication"}
     order = {g: i for i, (g, _) in enumerate(MED_GROUPS)}
     rows = [(g, m) for m in meds + drafts if (g := _group(m, knowledge))]
     rows.sort(key=lambda r: (order[r[0]], bool(r[1].get("draft")), str(r[1].get("start") or "")))
@@ -407,11 +419,11 @@ def _bars(meds: list[dict[str, Any]], drafts: list[dict[str, Any]], facts: list[
             x0, end_x = (axis.x(start) if start else PLOT_LEFT), axis.x(now)
         dose = m.get("dose") or {}
         detail = "; ".join(x for x in (
-            f"{_num(dose.get('value'))} {dose.get('unit')}" if dose else "", m.get("route") or "",
+            f"{num(dose.get('value'))} {dose.get('unit')}" if dose else "", m.get("route") or "",
             f"'{m['timing']}'" if m.get("timing") else "", names[g]) if x)
         bars.append(Bar(
             group=g, label=str(m.get("label") or "(no name)"), x0=x0, x1=end_x, y=20 + i * LANE_HEIGHT,
             since=start.date().isoformat() if start else "start not recorded",
             clipped=bool(start and start < axis.start), start_known=start is not None, draft=draft,
-            used=_src(m) in used, source=_src(m), detail=detail))
+            used=source_ref(m) in used, source=source_ref(m), detail=detail))
     return bars

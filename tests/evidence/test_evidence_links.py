@@ -254,3 +254,37 @@ def test_settings_refuse_a_short_evidence_key_and_odd_lifetimes():
     with pytest.raises(ValueError, match="CDS_EVIDENCE_LINK_SECONDS"):
         Settings(evidence_link_seconds=5).validate()
     assert "evidence_key" not in repr(Settings(evidence_key=KEY))
+
+
+def test_odd_audit_rows_render_a_page_not_a_500(evidence_app):
+    """Rows written by older versions or by hand: junk facts, an unreadable snapshot, no snapshot at all."""
+    from cds_service.engine import Invocation
+
+    store = evidence_app.extensions["cds"].store
+    card = {"uuid": "8d3c2f8e-1111-4c55-9d59-0b1e7c3d2a10", "summary": "odd row", "indicator": "warning",
+            "detail": "**d** <script>alert(1)</script> [x](javascript:alert(1)) <img src=x onerror=alert(1)>",
+            "source": {"label": "x", "topic": {"code": "refractory-hypomagnesemia"}}}
+    odd = Invocation(
+        service_id="magnesium-patient-view", hook="patient-view", hook_instance="odd-1", patient_id="p-odd",
+        evaluated_at=datetime(2026, 11, 25, 12, tzinfo=timezone.utc), cards=[card],
+        facts={"refractory-hypomagnesemia": [
+            {"kind": "lab", "analyte": "magnesium", "value": "low", "source": "x"}, 5,
+            {"kind": "derived", "name": "egfr", "value": None, "inputs": "none"},
+            {"kind": "medication", "label": "m", "ingredients": [{"classes": [["nested"]]}, "x"]}]},
+        record_snapshot={"labs": {"magnesium": [{"value": 1.1, "effective": "garbage"},
+                                                {"value": 1.2, "effective": "2026-11-20T00:00:00Z", "source": None}],
+                                  "potassium": "x"},
+                         "medications": [{"start": "nope", "ingredients": "x"}, "y"],
+                         "gaps": [{"kind": "unit-unknown", "what": "Observation/o1 (magnesium) unit 'foo' cannot be interpreted"}]})
+    bare = Invocation(service_id="magnesium-patient-view", hook_instance="odd-2", cards=[{**card, "uuid": "c-2"}],
+                      facts=None, record_snapshot=None)  # type: ignore[arg-type]
+    for inv in (odd, bare):
+        store.record_invocation(inv)
+    signer: EvidenceSigner = evidence_app.extensions["cds_evidence"]
+    rows(evidence_app)
+    client = evidence_app.test_client()
+    html = client.get(f"/evidence?token={signer.token(card['uuid'], odd.received_at)}").get_data(as_text=True)
+    assert len(_points(html, "magnesium")) == 1 and "unit &#39;foo&#39; cannot be interpreted" in html
+    assert "<strong>d</strong>" in html and "<script" not in html and "javascript:" not in html and "<img" not in html
+    resp = client.get(f"/evidence?token={signer.token('c-2', bare.received_at)}")
+    assert resp.status_code == 200 and "no result in the audit record" in resp.get_data(as_text=True)
