@@ -288,3 +288,17 @@ def test_odd_audit_rows_render_a_page_not_a_500(evidence_app):
     assert "<strong>d</strong>" in html and "<script" not in html and "<img" not in html and 'href="javascript' not in html
     resp = client.get(f"/evidence?token={signer.token('c-2', bare.received_at)}")
     assert resp.status_code == 200 and "no result in the audit record" in resp.get_data(as_text=True)
+
+
+def test_compose_replicas_share_one_valid_evidence_key():
+    """docker-compose runs two replicas behind one port: a link made by one must open on the other."""
+    from pathlib import Path
+
+    import yaml
+
+    compose = yaml.safe_load((Path(__file__).resolve().parents[2] / "docker-compose.yml").read_text())
+    service = compose["services"]["cds"]
+    env = {k: str(v) for k, v in service["environment"].items()}
+    assert service["deploy"]["replicas"] > 1
+    settings = Settings.from_env(env)
+    assert len(settings.evidence_key) >= 32
