@@ -292,20 +292,27 @@ def _converted(analyte: str, value: float, unit: str, knowledge: Knowledge) -> s
     return text
 
 
-def _why_not(f: dict[str, Any], when: datetime, counted: list[datetime], rule: str, now: datetime,
-             knowledge: Knowledge) -> str:
+def _in_range(f: dict[str, Any]) -> bool:
+    low, high, value = f.get("refLow"), f.get("refHigh"), f.get("value")
+    return isinstance(value, (int, float)) and isinstance(low, (int, float)) and value >= low and \
+        (not isinstance(high, (int, float)) or value <= high)
+
+
+def _why_not(f: dict[str, Any], when: datetime, rows: list[tuple[datetime, dict[str, Any]]], counted: list[datetime],
+             rule: str, now: datetime, knowledge: Knowledge) -> str:
+    """Why a result in the record did not count for this card (from what the audit row shows)."""
     if rule.startswith("refractory"):
         days = float(knowledge.policy("refractory_window_days"))
         if when < now - timedelta(days=days):
             return f"stale: older than the {days:g}-day refractory window"
+        normal_after = [w for w, g in rows if w > when and _in_range(g)]
+        if normal_after and not _in_range(f):
+            return f"before the in-range result of {min(normal_after).date()}, which ended the low run"
+    if _in_range(f):
+        return "within the lab's range: not part of this finding"
     later = [c for c in counted if c > when]
     if later:
         return f"superseded: the card used the later result of {min(later).date()}"
-    low, high = f.get("refLow"), f.get("refHigh")
-    value = f.get("value")
-    if isinstance(value, (int, float)) and isinstance(low, (int, float)) and value >= low and \
-            (not isinstance(high, (int, float)) or value <= high):
-        return "within the lab's range: not part of this finding"
     return "not used by this card's rule"
 
 
@@ -346,7 +353,7 @@ def _lab_panel(pid: str, series: list[dict[str, Any]], used_keys: set, rule: str
         panel.points.append(Point(
             x=axis.x(w), y=y(value), value=value, unit=str(f.get("unit", unit)), date=w.date().isoformat(),
             reported=reported, converted=_converted(pid, value, str(f.get("unit", unit)), knowledge), source=source_ref(f),
-            counted=counted, why="" if counted else _why_not(f, w, counted_dates, rule, now, knowledge),
+            counted=counted, why="" if counted else _why_not(f, w, rows, counted_dates, rule, now, knowledge),
             label=f"{value:.3g}" if label_points else ""))
     return panel
 
