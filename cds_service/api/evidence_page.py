@@ -57,8 +57,12 @@ def add_links(response: dict[str, Any], invocation: Any) -> dict[str, Any]:
         return response
     settings = current_app.extensions["cds"].settings
     base = (settings.public_base_url or request.url_root).rstrip("/")
-    linked = [{**c, "links": [*(c.get("links") or []), evidence_link(c, invocation.received_at, base, signer)]}
-              for c in cards]
+    try:
+        linked = [{**c, "links": [*(c.get("links") or []), evidence_link(c, invocation.received_at, base, signer)]}
+                  for c in cards]
+    except Exception:  # a link is an extra: never lose the cards over it
+        log.exception("could not add evidence links")
+        return response
     return {**response, "cards": linked}
 
 

@@ -253,7 +253,7 @@ def _scale(values: list[float], pad_to: tuple[float, float]) -> tuple[float, flo
 
 
 def _y_mapper(lo: float, hi: float, top: int, height: int):
-    inner_top, inner_bottom = top + 14, top + height - 26
+    inner_top, inner_bottom = top + 28, top + height - 26
 
     def y(v: float) -> float:
         return round(inner_bottom - (v - lo) / ((hi - lo) or 1.0) * (inner_bottom - inner_top), 1)
