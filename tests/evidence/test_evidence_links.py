@@ -302,3 +302,14 @@ def test_compose_replicas_share_one_valid_evidence_key():
     assert service["deploy"]["replicas"] > 1
     settings = Settings.from_env(env)
     assert len(settings.evidence_key) >= 32
+
+
+def test_a_failing_link_never_costs_the_cards(evidence_app):
+    class BrokenSigner:
+        def token(self, *args, **kwargs):
+            raise RuntimeError("signing failed")
+
+    evidence_app.extensions["cds_evidence"] = BrokenSigner()
+    _, response = fixture_call(evidence_app, *REFRACTORY)
+    assert {c["source"]["topic"]["code"] for c in response["cards"]} == {"refractory-hypomagnesemia", "femg-needed"}
+    assert all("links" not in c for c in response["cards"])
