@@ -33,6 +33,7 @@ THRESHOLD_NAMES = {
     "calcium_ionized_low": "low (lab-range default)", "calcium_ionized_high": "high (lab-range default)",
     "femg_min_crcl": "FEMg readable above", "crcl_aggressive_replacement_min": "no aggressive replacement below",
 }
+SCALE_INCLUDES = {"magnesium": (2.4,)}  # mg/dL: the top of common lab ranges stays in view
 MED_GROUPS = (("wasting", "Magnesium-wasting drugs"), ("magnesium-supplement", "Magnesium supplements"),
               ("vitamin-d-analogue", "Vitamin D analogues"))
 
@@ -332,6 +333,7 @@ def _lab_panel(pid: str, series: list[dict[str, Any]], used_keys: set, rule: str
     ref_high = next((hi for _, hi in reversed(ranges) if isinstance(hi, (int, float))), None)
     bounds = [float(f["value"]) for _, f in rows] + [float(t.value) for _, t in thresholds]
     bounds += [v for v in (ref_low, ref_high) if v is not None]
+    bounds += list(SCALE_INCLUDES.get(pid, ()))
     lo, hi = _scale(bounds, (min(bounds, default=0.0), max(bounds, default=1.0)))
     y, inner_top, inner_bottom = _y_mapper(lo, hi, top, height)
     panel.y_ticks = _nice_ticks(lo, hi, y)
