@@ -5,13 +5,13 @@ only the audit store. Every answer is ``no-store``; a refused token gets a 403 p
 """
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 import time
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, render_template, request
-from markdown_it import MarkdownIt
 from markupsafe import Markup
 
 from ..evidence.source import load_card_evidence
@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 LINK_LABEL = "Magnesium trend and evidence"
 RECENT_SECONDS = 120  # a call this recent may still be in the audit writer's queue
 WAITS = (0.05, 0.1, 0.2, 0.4, 0.8)  # bounded wait (1.55 s) for the background audit writer
-_MARKDOWN = MarkdownIt("commonmark", {"html": False, "linkify": False})
 
 
 def register(app: Flask) -> None:
@@ -104,9 +103,17 @@ def page():
         return _page("evidence_missing.html", 404)
     invocation, card = found
     evidence = build(invocation, card, s.knowledge)
-    detail = Markup(_MARKDOWN.render(str(card.get("detail") or "")))
+    detail = Markup(_markdown().render(str(card.get("detail") or "")))
     return _page("evidence.html", 200, ev=evidence, detail=detail, width=WIDTH, groups=dict(MED_GROUPS),
                  expires=ref.expires_at, num=num, src=source_ref)
+
+
+@functools.lru_cache(maxsize=1)
+def _markdown():
+    """The card's Markdown renderer (CommonMark, raw HTML off); built on first use, not at worker start."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False, "linkify": False})
 
 
 def _load(store: Any, ref: CardRef, signer: EvidenceSigner):
