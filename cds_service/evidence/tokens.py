@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 import jwt
@@ -43,8 +43,6 @@ def _micros(dt: datetime) -> int:
 
 
 def _from_micros(us: int) -> datetime:
-    from datetime import timedelta
-
     return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=us)
 
 

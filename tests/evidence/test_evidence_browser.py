@@ -4,6 +4,7 @@ are, printable; tampered and expired links get the 403 page. Saves full-page scr
 from __future__ import annotations
 
 import base64
+import os
 import shutil
 import tempfile
 import time
@@ -16,7 +17,7 @@ from audit.helpers import rows, serve
 from cds_service.fixtures import SERVICE_FOR_HOOK, build_request
 from helpers.env import FIXED_NOW
 
-from .conftest import card_of
+from .conftest import KEY, card_of
 
 pytestmark = pytest.mark.browser
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -30,8 +31,6 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage
 def driver():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-
-    import os
 
     chromium = os.environ.get("CDS_TEST_CHROMIUM", "/usr/bin/chromium")
     chromedriver = os.environ.get("CDS_TEST_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -97,8 +96,6 @@ def _check_chart(d, magnesium: list[dict], knowledge) -> None:
 def test_refractory_patient_view_card_opens_its_evidence(app_factory, driver):
     from selenium.webdriver.common.by import By
 
-    from .conftest import KEY
-
     app = app_factory(evidence_key=KEY)
     knowledge = app.extensions["cds"].knowledge
     with serve(app) as base:
@@ -129,8 +126,6 @@ def test_refractory_patient_view_card_opens_its_evidence(app_factory, driver):
 def test_order_sign_card_opens_its_evidence(app_factory, driver):
     from selenium.webdriver.common.by import By
 
-    from .conftest import KEY
-
     app = app_factory(evidence_key=KEY)
     with serve(app) as base:
         response = _call(base, app, "mg-cisplatin-08", "order-sign")
@@ -159,8 +154,6 @@ def _launcher(link: str):
 
 def test_link_opens_from_another_origin_and_bad_links_get_403(app_factory, driver):
     from selenium.webdriver.common.by import By
-
-    from .conftest import KEY
 
     app = app_factory(evidence_key=KEY)
     signer = app.extensions["cds_evidence"]
