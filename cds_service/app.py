@@ -52,7 +52,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["cds"] = Services(settings, knowledge, catalog, engine, store)
 
     from . import auth
-    from .api import audit_pages, errors, health, hooks, openapi
+    from .api import audit_pages, errors, evidence_page, health, hooks, openapi
     from .api import metrics as metrics_api
 
     errors.init_app(app)
@@ -61,6 +61,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(openapi.bp)
     audit_pages.register(app)  # /audit/ only when CDS_AUDIT_UI
     metrics_api.register(app)  # /metrics unless CDS_METRICS_PORT serves it on a port of its own
+    evidence_page.register(app)  # /evidence: the page behind every card's link (its token is the credential)
     auth.init_app(app)
     if settings.cors_origins:
         from flask_cors import CORS

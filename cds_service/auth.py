@@ -34,7 +34,7 @@ ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", 
 MAX_JWKS_BYTES = 256 * 1024
 FAILED_FETCH_BACKOFF_SECONDS = 5.0
 # Endpoints any caller may reach: liveness, readiness, the API description.
-PUBLIC_BLUEPRINTS = frozenset({"health", "openapi"})
+PUBLIC_BLUEPRINTS = frozenset({"health", "openapi", "evidence"})  # evidence: a signed link is its credential
 
 
 # ---------------------------------------------------------------------- trusted issuers file

@@ -78,6 +78,10 @@ class Settings:
     jwks_cache_seconds: int = 300
     jwks_refresh_min_seconds: float = 30.0
     jwt_max_lifetime_seconds: int = 900
+    # Evidence page linked from every card: HMAC key of its signed links (empty: `serve` makes a random one per
+    # start, create_app alone adds no links) and how long a link stays valid.
+    evidence_key: str = field(default="", repr=False)
+    evidence_link_seconds: int = 3600
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -109,6 +113,10 @@ class Settings:
             raise ValueError(f"CDS_LOG_FORMAT must be text or json, not {self.log_format!r}")
         if not 0 <= self.metrics_port <= 65535:
             raise ValueError(f"CDS_METRICS_PORT must be a port number (0 = /metrics on the service port), not {self.metrics_port}")
+        if self.evidence_key and len(self.evidence_key) < 32:
+            raise ValueError("CDS_EVIDENCE_KEY must be at least 32 characters (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+        if not 60 <= self.evidence_link_seconds <= 7 * 86400:
+            raise ValueError("CDS_EVIDENCE_LINK_SECONDS must be between 60 and 604800")
 
 
 def _coerce(name: str, type_name: Any, raw: str) -> Any:

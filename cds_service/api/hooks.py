@@ -11,6 +11,7 @@ from .. import metrics
 from ..engine import Invocation
 from ..errors import CDSError, UnknownService
 from ..protocol.request import parse_feedback
+from . import evidence_page
 from .body import read_json
 
 bp = Blueprint("cds", __name__)
@@ -37,6 +38,7 @@ def call_service(service_id: str):
         body = read_json(request, s.settings.max_body_bytes)
         _known_service(s.catalog, service_id)
         response = s.engine.handle(service_id, body, inv)
+        response = evidence_page.add_links(response, inv)  # copies: the audited cards keep no token
     except CDSError as exc:
         inv.status, inv.error_code, inv.error = exc.status, exc.code, exc.message
         if isinstance(exc, UnknownService):

@@ -38,6 +38,8 @@ MEANINGS = {
     "max_body_bytes": "Largest request body accepted (413 above).",
     "cors_origins": "Comma-separated browser origins allowed by CORS (e.g. the CDS Hooks sandbox); empty = no CORS headers.",
     "audit_ui": "Serve the audit web pages under `/audit/`.",
+    "evidence_key": "Key (at least 32 characters) signing the evidence link on every card (`/evidence?token=...`). Empty: `cds-service serve` makes a random one per start (links then end at a restart; several instances need one shared key); an app built without a key adds no links.",
+    "evidence_link_seconds": "How long an evidence link stays valid (60 to 604800).",
     "strict_validation": "Validate every prefetch resource with the full fhir.resources R4B models (slow; the lean models are always used).",
     "log_level": "Python log level (`DEBUG`, `INFO`, `WARNING`, ...).",
     "log_format": "`text` (one line per record, ISO UTC time) or `json` (one JSON object per line: time, level, logger, message; hook calls add service, hookInstance, status, latencyMs, cards). gunicorn's access and error logs use the same format.",
