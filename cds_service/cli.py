@@ -49,6 +49,9 @@ def run_gunicorn(build: Any, settings: Settings) -> None:
         def load(self) -> Any:
             return build()
 
+    from .api import server_errors
+
+    server_errors.install()  # gunicorn's own 400/414/431 answers as OperationOutcomes (issue 12)
     _App().run()
 
 

@@ -69,9 +69,15 @@ class Settings:
     strict_validation: bool = False
     log_level: str = "INFO"
     # Client JWT key handling: JWKS cache lifetime, minimum gap between unknown-kid refreshes, longest exp accepted.
-    jwks_cache_seconds: int = 300
+    jwks_cache_seconds: float = 300
     jwks_refresh_min_seconds: float = 30.0
     jwt_max_lifetime_seconds: int = 900
+    # Trust, second pass (issue 12): stale JWKS use while one background refresh runs; FHIR read bounds;
+    # feedback items per call.
+    jwks_stale_grace_seconds: float = 600.0
+    fetch_max_page_bytes: int = 4 * 1024 * 1024
+    fetch_max_call_bytes: int = 8 * 1024 * 1024
+    feedback_max_items: int = 100
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -99,6 +105,8 @@ class Settings:
             raise ValueError("fetch deadlines must be positive")
         if self.fetch_page_limit < 1:
             raise ValueError("CDS_FETCH_PAGE_LIMIT must be >= 1")
+        if min(self.fetch_max_page_bytes, self.fetch_max_call_bytes, self.feedback_max_items) < 1:
+            raise ValueError("CDS_FETCH_MAX_PAGE_BYTES, CDS_FETCH_MAX_CALL_BYTES and CDS_FEEDBACK_MAX_ITEMS must be >= 1")
 
 
 def _coerce(name: str, type_name: Any, raw: str) -> Any:

@@ -27,13 +27,13 @@ MEANINGS = {
     "fetch_call_timeout_seconds": "Timeout of one FHIR GET (never longer than what is left of the deadline).",
     "fetch_retries": "Retries of a FHIR GET answered 502/503/504 or failing to connect.",
     "fetch_page_limit": "Most `next` pages followed per prefetch key (same origin only).",
-    "allow_http_fhir": "Accept a plain-http `fhirServer` (sandboxes, tests). Off: https only.",
-    "fhir_server_allowlist": "Comma-separated `fhirServer` base URLs the service may call (empty = any https server).",
+    "allow_http_fhir": "Development: accept a plain-http `fhirServer` on loopback or private addresses too (sandboxes, tests). Off: https only, and only public addresses unless on the allowlist.",
+    "fhir_server_allowlist": "Comma-separated `fhirServer` base URLs the service may call (empty = any https server on a public address); their hosts may resolve to private addresses.",
     "auth_mode": "Client JWT check: `required`, `optional` (checked when present) or `off` (development only). `cds-service serve` defaults to `required` when the variable is unset.",
     "trusted_issuers_file": "YAML/JSON file of trusted client issuers and their keys (see docs/security.md).",
     "jwt_algorithms": "Accepted client JWT signature algorithms.",
     "jwt_leeway_seconds": "Clock skew tolerated on `exp`/`iat`.",
-    "jwks_timeout_seconds": "Timeout for fetching an issuer's JWK Set.",
+    "jwks_timeout_seconds": "One total deadline for fetching an issuer's JWK Set (connect and body).",
     "public_base_url": "The service's public base URL, used for the JWT `aud` check behind a proxy or load balancer (empty = the request's own URL).",
     "max_body_bytes": "Largest request body accepted (413 above).",
     "cors_origins": "Comma-separated browser origins allowed by CORS (e.g. the CDS Hooks sandbox); empty = no CORS headers.",
@@ -43,6 +43,10 @@ MEANINGS = {
     "jwks_cache_seconds": "How long a fetched JWK Set is cached.",
     "jwks_refresh_min_seconds": "Minimum gap between JWK Set refreshes triggered by an unknown `kid`.",
     "jwt_max_lifetime_seconds": "Longest client JWT lifetime accepted (`exp` - now).",
+    "jwks_stale_grace_seconds": "After the cache time, a JWK Set is still used this long while one background refresh runs (its host failing).",
+    "fetch_max_page_bytes": "Largest FHIR answer (one page) read from `fhirServer`; a larger one is reported as a data gap, not read.",
+    "fetch_max_call_bytes": "Most bytes read from `fhirServer` for one hook call, all keys and pages together.",
+    "feedback_max_items": "Most feedback items in one feedback call (413 above).",
 }
 
 CONFIG_MARK = "config"
