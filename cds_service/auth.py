@@ -267,7 +267,6 @@ class JwksCache:
             raise KeySourceError(f"JWKS {url}: {reason}") from None
         with self._lock:
             entry.keys, entry.fetched_at = keys, started
-            entry.refreshed_at = started  # a set just fetched is as fresh as an unknown-kid refresh
             entry.failures, entry.retry_at, entry.last_error = 0, float("-inf"), ""
             entry.pending = None
 
