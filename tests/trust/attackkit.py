@@ -70,6 +70,12 @@ class ScriptedServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
+    def __enter__(self) -> "ScriptedServer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
 
 def send(h: BaseHTTPRequestHandler, status: int, body: bytes, content_type: str = "application/json") -> None:
     h.send_response(status)
@@ -120,6 +126,17 @@ def hang(server: ScriptedServer, at_most: float = 30.0) -> Behaviour:
 
 def ok(body: bytes) -> Behaviour:
     return lambda h: send(h, 200, body)
+
+
+def unframed(body: bytes, content_type: str = "application/fhir+json") -> Behaviour:
+    """No Content-Length: the body ends when the connection closes (HTTP/1.0), so its size is not known upfront."""
+    def behaviour(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", content_type)
+        h.end_headers()
+        h.wfile.write(body)
+        h.close_connection = True
+    return behaviour
 
 
 # ---------------------------------------------------------------------------- TCP canary
@@ -194,7 +211,7 @@ class Served:
             try:
                 if requests.get(f"{self.base}/healthz", timeout=1).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
