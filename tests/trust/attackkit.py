@@ -139,6 +139,32 @@ def unframed(body: bytes, content_type: str = "application/fhir+json") -> Behavi
     return behaviour
 
 
+def stall_then_watch(after: float, closed_at: list[float]) -> Behaviour:
+    """Headers and a few bytes after ``after`` seconds, then nothing; records when the client closes."""
+    def behaviour(h: BaseHTTPRequestHandler) -> None:
+        time.sleep(after)
+        h.send_response(200)
+        h.send_header("Content-Type", "application/fhir+json")
+        h.send_header("Content-Length", "100000")
+        h.end_headers()
+        h.wfile.write(b'{"resourceType": "Bundle", ')
+        h.wfile.flush()
+        h.connection.settimeout(0.05)
+        until = time.monotonic() + 10
+        while time.monotonic() < until:
+            try:
+                if h.connection.recv(1) == b"":
+                    closed_at.append(time.monotonic())
+                    break
+            except socket.timeout:
+                continue
+            except OSError:
+                closed_at.append(time.monotonic())
+                break
+        h.close_connection = True
+    return behaviour
+
+
 # ---------------------------------------------------------------------------- TCP canary
 class Canary:
     """A TCP port that only records who connected (and never answers)."""
