@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .config import Settings
 from .errors import AuthUnavailable, ConfigurationError, MissingToken, Unauthorized
+from .prefetch.gateway import NoCookies
 
 log = logging.getLogger(__name__)
 
@@ -170,13 +171,6 @@ class KeySourceError(Exception):
     pass
 
 
-class _NoCookies(requests.cookies.RequestsCookieJar):
-    """A cookie jar that keeps nothing: no state passes from one fetch to the next."""
-
-    def set_cookie(self, cookie: Any, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
 class JwksCache:
     """JWK Sets by URL. One fetch per URL at a time, each under one total deadline (connect and body);
     callers never queue behind a lock.
@@ -193,7 +187,7 @@ class JwksCache:
         self.timeout, self.ttl, self.refresh_min, self.grace, self.clock = timeout, ttl, refresh_min, grace, clock
         self.http = requests.Session()
         self.http.trust_env = False  # no proxy or netrc surprises for key material
-        self.http.cookies = _NoCookies()
+        self.http.cookies = NoCookies()  # no state from one fetch to the next
         self._sets: dict[str, _KeySet] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="jwks-fetch")

@@ -27,7 +27,7 @@ from .rules import RULES
 from .rules.base import Finding, Rule, RuleContext
 
 log = logging.getLogger(__name__)
-FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # FHIR R4 id
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,256}")  # FHIR R4 id characters (length lenient: some EHRs exceed 64)
 MEDICATION_TYPES = frozenset({"MedicationRequest", "MedicationStatement", "Medication"})
 
 
@@ -274,6 +274,8 @@ class Engine:
                         mid = r.split("/_history/")[0].rstrip("/").split("/")[-1]
                         if FHIR_ID.fullmatch(mid) and mid.strip(".") != "":  # never ".", ".." or a query
                             wanted.add(mid)
+                        else:
+                            log.warning("medicationReference %r is not a FHIR id: not fetched", mid[:100])
         missing = sorted(wanted - have)
         if not missing:
             return []

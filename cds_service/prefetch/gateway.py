@@ -144,7 +144,7 @@ def _guarded_pools(policy: AddressPolicy | None) -> dict[str, type]:
             "https": type("GuardedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https})}
 
 
-class _NoCookies(requests.cookies.RequestsCookieJar):
+class NoCookies(requests.cookies.RequestsCookieJar):
     """Keeps no cookie: a cookie one caller's FHIR server sets is never sent on another caller's fetch."""
 
     def set_cookie(self, cookie: Any, *args: Any, **kwargs: Any) -> None:
@@ -210,7 +210,7 @@ class FhirGateway:
         s.mount("http://", adapter)
         s.mount("https://", adapter)
         s.trust_env = False  # never route the EHR's token through an environment proxy
-        s.cookies = _NoCookies()
+        s.cookies = NoCookies()
         return s
 
     def call_budget(self) -> ByteBudget:

@@ -190,10 +190,8 @@ def test_open_and_closed_internal_ports_look_the_same_to_the_caller(production_c
     finally:
         canary.close()
     assert open_resp.status_code == closed_resp.status_code == 412
-    assert outcome_text(open_resp).replace(str(canary.port), "P") == outcome_text(closed_resp).split("\n", 1)[0] + \
-        outcome_text(closed_resp)[len(outcome_text(closed_resp).split("\n", 1)[0]):]
-    assert {i["diagnostics"] for i in open_resp.get_json()["issue"][1:]} == \
-        {i["diagnostics"] for i in closed_resp.get_json()["issue"][1:]}
+    assert outcome_text(open_resp) == outcome_text(closed_resp)  # "FHIR server unreachable" for both
+    assert "FHIR server unreachable" in outcome_text(open_resp)
 
 
 @pytest.mark.parametrize("address", ["169.254.169.254", "[::ffff:169.254.169.254]", "0.0.0.0", "10.0.0.1"])
