@@ -26,7 +26,7 @@ MEANINGS = {
     "fetch_deadline_seconds": "One deadline for completing a request's missing prefetch from `fhirServer` (all keys in parallel).",
     "fetch_call_timeout_seconds": "Timeout of one FHIR GET (never longer than what is left of the deadline).",
     "fetch_retries": "Retries of a FHIR GET answered 502/503/504 or failing to connect.",
-    "fetch_page_limit": "Most `next` pages followed per prefetch key (same origin only).",
+    "fetch_page_limit": "Most `next` pages followed per prefetch key (only under the `fhirServer` base path).",
     "allow_http_fhir": "Development: accept a plain-http `fhirServer` on loopback or private addresses too (sandboxes, tests). Off: https only, and only public addresses unless on the allowlist.",
     "fhir_server_allowlist": "Comma-separated `fhirServer` base URLs the service may call (empty = any https server on a public address); their hosts may resolve to private addresses.",
     "auth_mode": "Client JWT check: `required`, `optional` (checked when present) or `off` (development only). `cds-service serve` defaults to `required` when the variable is unset.",
