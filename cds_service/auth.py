@@ -10,6 +10,8 @@ import json
 import logging
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .config import Settings
 from .errors import AuthUnavailable, ConfigurationError, MissingToken, Unauthorized
+from .prefetch.gateway import NoCookies
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,8 @@ log = logging.getLogger(__name__)
 ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
                                    "ES256", "ES256K", "ES384", "ES512", "EdDSA"})
 MAX_JWKS_BYTES = 256 * 1024
-FAILED_FETCH_BACKOFF_SECONDS = 5.0
+FAILED_FETCH_BACKOFF_SECONDS = 5.0  # first backoff after a failed JWKS fetch; doubles per failure
+MAX_FETCH_BACKOFF_SECONDS = 60.0
 # Endpoints any caller may reach: liveness, readiness, the API description.
 PUBLIC_BLUEPRINTS = frozenset({"health", "openapi", "evidence"})  # evidence: a signed link is its credential
 
@@ -150,12 +154,17 @@ def load_trusted_issuers(path: str | Path) -> dict[str, TrustedIssuer]:
 
 # ---------------------------------------------------------------------- JWKS over HTTP
 @dataclass
-class _CachedSet:
+class _KeySet:
+    """What is known about one JWKS URL. Fields change only under JwksCache._lock (never held during I/O)."""
+
     keys: dict[str, dict[str, Any]] = field(default_factory=dict)
-    fetched_at: float = float("-inf")
+    fetched_at: float = float("-inf")  # cache clock
     refreshed_at: float = float("-inf")  # last refresh caused by an unknown kid
-    failed_at: float = float("-inf")
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    failures: int = 0  # consecutive failed fetches
+    retry_at: float = float("-inf")  # backoff: no fetch before this (cache clock)
+    last_error: str = ""
+    pending: Future | None = None  # the one fetch in flight, if any
+    pending_until: float = 0.0  # time.monotonic() by which it is given up
 
 
 class KeySourceError(Exception):
@@ -163,54 +172,119 @@ class KeySourceError(Exception):
 
 
 class JwksCache:
-    """JWK Sets by URL: fetched with a short timeout, cached, refreshed at most once per
-    ``refresh_min`` seconds when a token names an unknown kid."""
+    """JWK Sets by URL. One fetch per URL at a time, each under one total deadline (connect and body);
+    callers never queue behind a lock.
 
-    def __init__(self, timeout: float, ttl: float, refresh_min: float,
+    - fresh keys (younger than ``ttl``) are used as they are;
+    - stale keys (up to ``ttl + grace``) are still used while ONE background refresh runs;
+    - a token naming an unknown kid triggers a refresh at most once per ``refresh_min`` seconds;
+    - a failing URL is not fetched again before a backoff (5 s, doubling up to 60 s), whether or not
+      keys were fetched before; without usable keys, callers get KeySourceError at once.
+    """
+
+    def __init__(self, timeout: float, ttl: float, refresh_min: float, grace: float = 600.0,
                  clock: Callable[[], float] = time.monotonic):
-        self.timeout, self.ttl, self.refresh_min, self.clock = timeout, ttl, refresh_min, clock
+        self.timeout, self.ttl, self.refresh_min, self.grace, self.clock = timeout, ttl, refresh_min, grace, clock
         self.http = requests.Session()
         self.http.trust_env = False  # no proxy or netrc surprises for key material
-        self._sets: dict[str, _CachedSet] = {}
+        self.http.cookies = NoCookies()  # no state from one fetch to the next
+        self._sets: dict[str, _KeySet] = {}
         self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="jwks-fetch")
         self.fetches = 0
 
     def key(self, url: str, kid: str) -> dict[str, Any] | None:
+        """The JWK for ``kid`` at ``url``; None when the set has no such key; KeySourceError when no usable set."""
+        now = self.clock()
         with self._lock:
-            entry = self._sets.setdefault(url, _CachedSet())
-        with entry.lock:
-            now = self.clock()
-            if now - entry.fetched_at > self.ttl:
-                self._fetch(url, entry)
-            if kid in entry.keys:
+            entry = self._sets.setdefault(url, _KeySet())
+            age = now - entry.fetched_at
+            usable = age <= self.ttl + self.grace
+            if usable and kid in entry.keys:
+                if age > self.ttl:  # stale: serve it, refresh in the background
+                    self._start_fetch(url, entry, now)
                 return entry.keys[kid]
-            if now - entry.refreshed_at >= self.refresh_min:
-                entry.refreshed_at = now
-                log.info("JWKS %s: unknown kid, refreshing once", url)
-                self._fetch(url, entry)
+            if usable:  # the set is usable but lacks this kid: one refresh per refresh_min, joined by others
+                if entry.pending is None:
+                    if now - entry.refreshed_at < self.refresh_min or now < entry.retry_at:
+                        return None
+                    entry.refreshed_at = now
+                    log.info("JWKS %s: unknown kid, refreshing once", url)
+                fetch = self._start_fetch(url, entry, now)
+            else:
+                fetch = self._start_fetch(url, entry, now)
+                if fetch is None:
+                    raise KeySourceError(f"JWKS {url} failed recently ({entry.last_error}); "
+                                         f"next try in {entry.retry_at - now:.1f} s")
+            if fetch is None:
+                return None
+            until = entry.pending_until
+        try:
+            fetch.result(timeout=max(0.0, until - time.monotonic()))
+        except FuturesTimeout:
+            raise KeySourceError(f"JWKS {url} did not answer within {self.timeout:.1f} s") from None
+        except Exception as exc:  # recorded by _fetch already
+            raise KeySourceError(str(exc)) from None
+        now = self.clock()
+        with self._lock:
+            if now - entry.fetched_at > self.ttl + self.grace:
+                raise KeySourceError(f"JWKS {url} unavailable ({entry.last_error or 'no keys'})")
             return entry.keys.get(kid)
 
-    def _fetch(self, url: str, entry: _CachedSet) -> None:
-        now = self.clock()
-        if now - entry.failed_at < FAILED_FETCH_BACKOFF_SECONDS and not entry.keys:
-            raise KeySourceError(f"JWKS {url} failed recently; not retrying yet")
+    def _start_fetch(self, url: str, entry: _KeySet, now: float) -> Future | None:
+        """The fetch in flight for ``url``, starting one unless backing off. Called under the lock."""
+        if entry.pending is not None:
+            if time.monotonic() <= entry.pending_until:
+                return entry.pending
+            return None  # overdue (stuck in name resolution?): callers do not wait for it; no second fetch
+        if now < entry.retry_at:
+            return None
+        entry.pending_until = time.monotonic() + self.timeout
+        entry.pending = self._pool.submit(self._fetch, url, entry, entry.pending_until)
+        return entry.pending
+
+    def _fetch(self, url: str, entry: _KeySet, until: float) -> None:
+        started = self.clock()
         self.fetches += 1
         try:
-            with self.http.get(url, timeout=self.timeout, allow_redirects=False, stream=True,
-                               headers={"Accept": "application/json"}) as resp:
-                if resp.status_code != 200:
-                    raise KeySourceError(f"JWKS {url} answered HTTP {resp.status_code}")
-                body = resp.raw.read(MAX_JWKS_BYTES + 1, decode_content=True)
-            if len(body) > MAX_JWKS_BYTES:
-                raise KeySourceError(f"JWKS {url} is larger than {MAX_JWKS_BYTES} bytes")
-            entry.keys = _public_keys(json.loads(body), f"JWKS {url}")
-            entry.fetched_at = now
-        except (requests.RequestException, ValueError, KeySourceError) as exc:
-            entry.failed_at = now
-            log.warning("JWKS fetch failed: %s", exc)
-            if entry.keys and now - entry.fetched_at <= 2 * self.ttl:
-                return  # keep serving the last good set for a while
-            raise KeySourceError(str(exc)) from None
+            keys = self._download(url, until)
+        except Exception as exc:  # any failure (network, protocol, size, JSON) only marks the URL as failing
+            reason = f"{type(exc).__name__}: {str(exc)[:300]}" if not isinstance(exc, KeySourceError) else str(exc)
+            with self._lock:
+                entry.failures += 1
+                backoff = min(FAILED_FETCH_BACKOFF_SECONDS * 2 ** (entry.failures - 1), MAX_FETCH_BACKOFF_SECONDS)
+                entry.retry_at = self.clock() + backoff
+                entry.last_error = reason
+                entry.pending = None
+            log.warning("JWKS fetch %s failed (%d in a row; next try in %.0f s): %s", url, entry.failures, backoff,
+                        reason)
+            raise KeySourceError(f"JWKS {url}: {reason}") from None
+        with self._lock:
+            entry.keys, entry.fetched_at = keys, started
+            entry.failures, entry.retry_at, entry.last_error = 0, float("-inf"), ""
+            entry.pending = None
+
+    def _download(self, url: str, until: float) -> dict[str, dict[str, Any]]:
+        """GET the JWK Set, connect and body within ``until`` (time.monotonic()), at most MAX_JWKS_BYTES."""
+        left = until - time.monotonic()
+        if left <= 0:
+            raise KeySourceError("deadline reached before the request was sent")
+        with self.http.get(url, timeout=(left, left), allow_redirects=False, stream=True,
+                           headers={"Accept": "application/json", "Accept-Encoding": "identity"}) as resp:
+            if resp.status_code != 200:
+                raise KeySourceError(f"answered HTTP {resp.status_code}")
+            body = bytearray()
+            read = getattr(resp.raw, "read1", None) or resp.raw.read
+            while True:
+                if time.monotonic() > until:
+                    raise KeySourceError(f"did not finish its answer within {self.timeout:.1f} s")
+                chunk = read(16 * 1024)
+                if not chunk:
+                    break
+                body += chunk
+                if len(body) > MAX_JWKS_BYTES:
+                    raise KeySourceError(f"answer is larger than {MAX_JWKS_BYTES} bytes")
+        return _public_keys(json.loads(body), f"JWKS {url}")
 
 
 # ---------------------------------------------------------------------- verification
@@ -233,7 +307,7 @@ class ClientAuthenticator:
         self.store = store
         self.algorithms = frozenset(settings.jwt_algorithms)
         self.keys = keys or JwksCache(settings.jwks_timeout_seconds, settings.jwks_cache_seconds,
-                                      settings.jwks_refresh_min_seconds)
+                                      settings.jwks_refresh_min_seconds, settings.jwks_stale_grace_seconds)
 
     def verify(self, token: str, audience: str) -> ClientIdentity:
         """Verify one client JWT for ``audience`` (the endpoint URL); raises Unauthorized."""
@@ -293,6 +367,9 @@ class ClientAuthenticator:
                 found = self.keys.key(url, kid)
             except KeySourceError as exc:
                 raise Unauthorized(reason=f"issuer {issuer.iss}: keys unavailable: {exc}") from None
+            except Exception as exc:  # a key source never turns into a 500
+                log.exception("JWKS lookup failed unexpectedly")
+                raise Unauthorized(reason=f"issuer {issuer.iss}: keys unavailable: {type(exc).__name__}") from None
             if found is not None:
                 return found
         raise Unauthorized(reason=f"issuer {issuer.iss}: unknown kid {kid[:100]!r}")

@@ -52,6 +52,9 @@ def run_gunicorn(build: Any, settings: Settings, preflight: Any = None) -> None:
         def load(self) -> Any:
             return build()
 
+    from .api import server_errors
+
+    server_errors.install()  # gunicorn's own 400/414/431 answers as OperationOutcomes (issue 12)
     _App().run()
 
 

@@ -75,13 +75,19 @@ class Settings:
     # 0: GET /metrics on the service port, behind the client authentication; else a port of its own (serve)
     metrics_port: int = 0
     # Client JWT key handling: JWKS cache lifetime, minimum gap between unknown-kid refreshes, longest exp accepted.
-    jwks_cache_seconds: int = 300
+    jwks_cache_seconds: float = 300
     jwks_refresh_min_seconds: float = 30.0
     jwt_max_lifetime_seconds: int = 900
     # Evidence page linked from every card: HMAC key of its signed links (empty: `serve` makes a random one per
     # start, create_app alone adds no links) and how long a link stays valid.
     evidence_key: str = field(default="", repr=False)
     evidence_link_seconds: int = 3600
+    # Trust, second pass (issue 12): stale JWKS use while one background refresh runs; FHIR read bounds;
+    # feedback items per call.
+    jwks_stale_grace_seconds: float = 600.0
+    fetch_max_page_bytes: int = 4 * 1024 * 1024
+    fetch_max_call_bytes: int = 8 * 1024 * 1024
+    feedback_max_items: int = 100
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -117,6 +123,8 @@ class Settings:
             raise ValueError("CDS_EVIDENCE_KEY must be at least 32 characters (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')")
         if not 60 <= self.evidence_link_seconds <= 7 * 86400:
             raise ValueError("CDS_EVIDENCE_LINK_SECONDS must be between 60 and 604800")
+        if min(self.fetch_max_page_bytes, self.fetch_max_call_bytes, self.feedback_max_items) < 1:
+            raise ValueError("CDS_FETCH_MAX_PAGE_BYTES, CDS_FETCH_MAX_CALL_BYTES and CDS_FEEDBACK_MAX_ITEMS must be >= 1")
 
 
 def _coerce(name: str, type_name: Any, raw: str) -> Any:

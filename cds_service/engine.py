@@ -5,6 +5,7 @@ No Flask here: the HTTP layer hands in the parsed body and gets a response plus 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -16,7 +17,7 @@ from .config import Settings
 from .definitions import ServiceCatalog, ServiceDefinition
 from .errors import PrefetchUnavailable, UnknownService
 from .knowledge import Knowledge
-from .prefetch.gateway import FhirGateway
+from .prefetch.gateway import AddressPolicy, ByteBudget, FhirGateway, has_dot_segment
 from .prefetch.templates import TemplateError, render
 from .protocol.request import HookRequest, parse_hook_request
 from .record.builder import RecordBuilder, ResolvedData, iter_resources
@@ -27,6 +28,7 @@ from .rules.base import Finding, Rule, RuleContext
 from .rules.common import with_unreadable_named
 
 log = logging.getLogger(__name__)
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,256}")  # FHIR R4 id characters (length lenient: some EHRs exceed 64)
 MEDICATION_TYPES = frozenset({"MedicationRequest", "MedicationStatement", "Medication"})
 
 
@@ -120,6 +122,9 @@ class Engine:
             call_timeout=settings.fetch_call_timeout_seconds,
             retries=settings.fetch_retries,
             page_limit=settings.fetch_page_limit,
+            max_page_bytes=settings.fetch_max_page_bytes,
+            max_call_bytes=settings.fetch_max_call_bytes,
+            address_policy=AddressPolicy.from_settings(settings.allow_http_fhir, settings.fhir_server_allowlist),
         )
         self.clock = clock or (lambda: datetime.now(timezone.utc))
 
@@ -181,6 +186,7 @@ class Engine:
         unavailable: dict[str, str] = {}
         notes: dict[str, str] = {}
         to_fetch: dict[str, str] = {}
+        budget = self.gateway.call_budget() if hasattr(self.gateway, "call_budget") else None  # bytes for this call
         key_types = {k: p.resource_type for k, p in service.prefetch.items()}
         for key, p in service.prefetch.items():
             given = req.prefetch.get(key)
@@ -206,7 +212,8 @@ class Engine:
             else:
                 remaining = self.settings.fetch_deadline_seconds - (time.monotonic() - started)
                 token = req.fhir_authorization.access_token if req.fhir_authorization else None
-                results = self.gateway.fetch_many(req.fhir_server, token, to_fetch, max(0.05, remaining))  # type: ignore[arg-type]
+                results = self.gateway.fetch_many(req.fhir_server, token, to_fetch, max(0.05, remaining),  # type: ignore[arg-type]
+                                                  **({"budget": budget} if budget else {}))
                 for key, res in results.items():
                     invocation.fetch_ms[key] = round(res.elapsed_ms, 1)
                     if res.ok:
@@ -229,7 +236,7 @@ class Engine:
                 expression=[f"prefetch.{k}" for k in missing_required],
             )
         # medicationReference to Medication resources not in hand: fetch them too (same deadline)
-        extra = self._fetch_referenced_medications(service, values, req, started)
+        extra = self._fetch_referenced_medications(service, values, req, started, budget)
         if extra:
             values["__medications__"] = extra
         return ResolvedData(values=values, unavailable=unavailable, key_types=key_types, notes=notes)
@@ -238,6 +245,9 @@ class Engine:
         if not fhir_server:
             return "no fhirServer was given to fetch it from"
         parts = urlsplit(fhir_server)
+        if parts.username is not None or parts.password is not None or parts.query or parts.fragment \
+                or has_dot_segment(parts.path):
+            return "fhirServer must be a plain base URL (no user info, query, fragment or dot segments)"
         if parts.scheme != "https" and not self.settings.allow_http_fhir:
             return "fhirServer is not https (CDS_ALLOW_HTTP_FHIR is off)"
         allow = self.settings.fhir_server_allowlist
@@ -246,7 +256,7 @@ class Engine:
         return None
 
     def _fetch_referenced_medications(self, service: ServiceDefinition, values: dict[str, Any], req: HookRequest,
-                                      started: float) -> list[dict]:
+                                      started: float, budget: ByteBudget | None = None) -> list[dict]:
         """Medication resources that medication keys or draft orders reference but nobody sent: fetched too."""
         if self._server_problem(req.fhir_server):
             return []
@@ -264,7 +274,11 @@ class Engine:
                 if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
                     r = ref["reference"].strip()
                     if r.startswith("Medication/") or "/Medication/" in r:
-                        wanted.add(r.split("/_history/")[0].rstrip("/").split("/")[-1])
+                        mid = r.split("/_history/")[0].rstrip("/").split("/")[-1]
+                        if FHIR_ID.fullmatch(mid) and mid.strip(".") != "":  # never ".", ".." or a query
+                            wanted.add(mid)
+                        else:
+                            log.warning("medicationReference %r is not a FHIR id: not fetched", mid[:100])
         missing = sorted(wanted - have)
         if not missing:
             return []
@@ -272,7 +286,8 @@ class Engine:
         if remaining <= 0.05:
             return []
         token = req.fhir_authorization.access_token if req.fhir_authorization else None
-        results = self.gateway.fetch_many(req.fhir_server, token, {f"Medication/{m}": f"Medication/{m}" for m in missing[:20]}, remaining)  # type: ignore[arg-type]
+        results = self.gateway.fetch_many(req.fhir_server, token, {f"Medication/{m}": f"Medication/{m}" for m in missing[:20]}, remaining,  # type: ignore[arg-type]
+                                          **({"budget": budget} if budget else {}))
         return [r.data for r in results.values() if r.ok and isinstance(r.data, dict)]
 
 

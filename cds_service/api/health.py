@@ -1,9 +1,12 @@
 """Liveness and readiness (never depends on an EHR's FHIR server)."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+import logging
+
+from flask import Blueprint, current_app, jsonify, request
 
 bp = Blueprint("health", __name__)
+log = logging.getLogger(__name__)
 
 
 @bp.get("/healthz")
@@ -11,9 +14,37 @@ def healthz():
     return jsonify({"status": "ok"})
 
 
+def _may_see_details() -> bool:
+    """Check details (writer errors, versions) only for a verified client, or anyone when auth is off (development).
+
+    The endpoint is public, so a token is verified here, not before the request; a bad one just hides the details."""
+    s = current_app.extensions["cds"]
+    if s.settings.auth_mode == "off":
+        return True
+    authenticator = current_app.extensions.get("cds_auth")
+    if authenticator is None or not request.headers.get("Authorization"):
+        return False
+    from ..auth import bearer_token, endpoint_url
+    from ..errors import CDSError
+
+    try:
+        token = bearer_token()
+        return token is not None and authenticator.verify(token, endpoint_url(s.settings)) is not None
+    except CDSError as exc:
+        log.info("/readyz: details withheld (%s)", getattr(exc, "reason", "") or exc.message)
+        return False
+
+
 @bp.get("/readyz")
 def readyz():
     s = current_app.extensions["cds"]
+    if not _may_see_details():
+        ready = bool(s.catalog.services) and s.store.ping()
+        if ready:
+            return jsonify({"status": "ready"})
+        outcome = {"resourceType": "OperationOutcome",
+                   "issue": [{"severity": "error", "code": "transient", "diagnostics": "not ready"}]}
+        return jsonify(outcome), 503, {"Content-Type": "application/fhir+json"}
     checks = {
         "definitions": bool(s.catalog.services),
         "knowledge": s.knowledge.version,

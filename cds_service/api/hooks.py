@@ -9,13 +9,14 @@ from werkzeug.exceptions import HTTPException
 
 from .. import metrics
 from ..engine import Invocation
-from ..errors import CDSError, UnknownService
+from ..errors import CDSError, PayloadTooLarge, UnknownService
 from ..protocol.request import parse_feedback
 from . import evidence_page
 from .body import read_json
 
 bp = Blueprint("cds", __name__)
 log = logging.getLogger(__name__)
+REFUSED_SERVICE_ID_CHARS = 64  # a refused call's row keeps at most this much of the path's service id
 
 
 def services():
@@ -69,13 +70,15 @@ def _audit_invocation(response):
 def _record(response) -> None:
     s = services()
     inv = g.get("cds_invocation")
-    if inv is None:  # the view never ran (authentication failed first)
-        inv = Invocation(service_id=(request.view_args or {}).get("service_id", ""))
+    if inv is None:  # the view never ran (authentication failed first): a compact row, the body never read
+        inv = Invocation(service_id=(request.view_args or {}).get("service_id", "")[:REFUSED_SERVICE_ID_CHARS])
     started = g.get("cds_started")
     inv.latency_ms = (time.monotonic() - started) * 1000 if started is not None else 0.0
     inv.status = response.status_code
     if response.status_code != 200 and inv.error_code is None:
         inv.error_code, inv.error = _outcome_code(response)
+    if response.status_code == 401:  # refused: what was refused and when, nothing the caller sent beyond the path
+        inv.error = None
     client = g.get("cds_client")
     if client is not None:
         inv.client = " ".join(p for p in (client.iss, client.sub and f"sub={client.sub}",
@@ -123,6 +126,10 @@ def feedback(service_id: str):
     s = services()
     _known_service(s.catalog, service_id)
     body = read_json(request, s.settings.max_body_bytes)
+    items = body.get("feedback") if isinstance(body, dict) else None
+    if isinstance(items, list) and len(items) > s.settings.feedback_max_items:
+        raise PayloadTooLarge(f"feedback holds {len(items)} items; the limit is {s.settings.feedback_max_items} "
+                              "(CDS_FEEDBACK_MAX_ITEMS)", expression=["feedback"])
     items = parse_feedback(body)
     results = s.store.record_feedback(service_id, items)
     return jsonify({"feedback": results})

@@ -1,30 +1,41 @@
 """The one component that reads an EHR's FHIR server: parallel GETs under one deadline.
 
 Policy: per-call timeouts never longer than what is left of the request's deadline; GETs retried
-on 502/503/504 (and connection errors) a bounded number of times; ``next`` links followed only on
-the same origin as ``fhirServer`` and up to a page limit; the bearer token goes only to that origin
-and is never logged.
+on 502/503/504 (and connection errors) a bounded number of times; ``next`` links followed only under
+the ``fhirServer`` base path (same origin) and up to a page limit; the bearer token goes only there
+and is never logged. Bounded: bytes per page and per hook call; at the deadline every read still in
+flight is cut off. No state is shared between calls (no cookies kept). Private, loopback and
+link-local addresses are refused after name resolution unless allowed explicitly (``AddressPolicy``);
+the caller then sees the same "unreachable" text as for a closed port, the log has the detail.
 """
 from __future__ import annotations
 
-import json
+import ipaddress
 import logging
+import socket
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import urljoin, urlsplit
+from typing import Any, Iterable
+from urllib.parse import unquote, urljoin, urlsplit
 
+import orjson
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3 import exceptions as urllib3_exceptions
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.retry import Retry
 
 log = logging.getLogger(__name__)
 
 _POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fhir-fetch")
 FHIR_JSON = "application/fhir+json"
-MAX_ANSWER_BYTES = 64 * 2**20  # one page of a FHIR answer; beyond this the key is reported, not read
+MAX_ANSWER_BYTES = 4 * 2**20  # default of CDS_FETCH_MAX_PAGE_BYTES: one page; beyond this the key is reported, not read
+MAX_CALL_BYTES = 8 * 2**20  # default of CDS_FETCH_MAX_CALL_BYTES: every key and page of one hook call
+UNREACHABLE = "FHIR server unreachable"  # the one text a caller sees for every connection-level failure
+_CHUNK = 64 * 1024
 
 
 @dataclass
@@ -44,20 +55,144 @@ class FetchResult:
         return self.error is None
 
 
+class ByteBudget:
+    """Bytes one hook call may still read from the FHIR server (all keys and pages together)."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used = limit, 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> bool:
+        with self._lock:
+            self.used += n
+            return self.used <= self.limit
+
+
+@dataclass(frozen=True)
+class AddressPolicy:
+    """Which addresses a fhirServer host may resolve to.
+
+    Public (globally routable) addresses are always allowed. Loopback and private networks only with
+    ``allow_private`` (development: CDS_ALLOW_HTTP_FHIR). Link-local (cloud metadata), unspecified,
+    multicast and reserved addresses never, except for ``allowed_hosts`` (CDS_FHIR_SERVER_ALLOWLIST),
+    which may resolve to anything: the operator named them.
+    """
+
+    allow_private: bool = False
+    allowed_hosts: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_settings(cls, allow_private: bool, allowlist: Iterable[str]) -> "AddressPolicy":
+        hosts = frozenset((urlsplit(u).hostname or "").lower() for u in allowlist) - {""}
+        return cls(allow_private=allow_private, allowed_hosts=hosts)
+
+    def refusal(self, host: str, address: str) -> str | None:
+        """None when ``host`` may be reached at ``address``; otherwise why not (for the log)."""
+        if host.lower().rstrip(".") in self.allowed_hosts:
+            return None
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if ip.is_link_local or ip.is_unspecified or ip.is_multicast or ip.is_reserved:
+            return f"{ip} is a link-local, unspecified, multicast or reserved address"
+        if not ip.is_global and not self.allow_private:
+            return f"{ip} is a loopback or private address (CDS_ALLOW_HTTP_FHIR is off and the host is not on the allowlist)"
+        return None
+
+
+class AddressRefused(urllib3_exceptions.HTTPError):
+    """The host resolves to an address the policy refuses (not a connection error: never retried)."""
+
+
+class _GuardedConnection:
+    """Mixin for urllib3 connections: resolve once, check every address, connect to a checked one
+    (no second lookup, so DNS rebinding cannot swap the address after the check)."""
+
+    address_policy: AddressPolicy | None = None
+
+    def _new_conn(self) -> socket.socket:
+        policy = self.address_policy
+        if policy is None:
+            return super()._new_conn()  # type: ignore[misc]
+        name = self._dns_host  # type: ignore[attr-defined]
+        try:
+            infos = socket.getaddrinfo(name.strip("[]"), self.port, 0, socket.SOCK_STREAM)  # type: ignore[attr-defined]
+        except socket.gaierror as exc:
+            raise urllib3_exceptions.NameResolutionError(self.host, self, exc) from exc  # type: ignore[attr-defined,arg-type]
+        addresses = list(dict.fromkeys(info[4][0] for info in infos))
+        for address in addresses:
+            why = policy.refusal(self.host, address)  # type: ignore[attr-defined]
+            if why:
+                log.warning("fhirServer host %s refused: %s", self.host, why)  # type: ignore[attr-defined]
+                raise AddressRefused(f"address refused: {why}")
+        last: Exception | None = None
+        for address in addresses:
+            self._dns_host = address  # connect to the address just checked; Host header, SNI and cert use the name
+            try:
+                return super()._new_conn()  # type: ignore[misc]
+            except urllib3_exceptions.NewConnectionError as exc:
+                last = exc
+            finally:
+                self._dns_host = name
+        raise last or urllib3_exceptions.NewConnectionError(self, "no address")  # type: ignore[arg-type]
+
+
+def _guarded_pools(policy: AddressPolicy | None) -> dict[str, type]:
+    http = type("GuardedHTTPConnection", (_GuardedConnection, HTTPConnection), {"address_policy": policy})
+    https = type("GuardedHTTPSConnection", (_GuardedConnection, HTTPSConnection), {"address_policy": policy})
+    return {"http": type("GuardedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http}),
+            "https": type("GuardedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https})}
+
+
+class NoCookies(requests.cookies.RequestsCookieJar):
+    """Keeps no cookie: a cookie one caller's FHIR server sets is never sent on another caller's fetch."""
+
+    def set_cookie(self, cookie: Any, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 def origin(url: str) -> tuple[str, str, int | None]:
     parts = urlsplit(url)
     port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
     return parts.scheme.lower(), (parts.hostname or "").lower(), port
 
 
+def has_dot_segment(path: str) -> bool:
+    """True when a URL path has a ``.`` or ``..`` segment, percent-encoded or not."""
+    return any(unquote(seg) in (".", "..") for seg in path.split("/"))
+
+
+def under_base(url: str, base: str) -> bool:
+    """True when ``url`` is on ``base``'s origin, below its path, without dot segments or user info."""
+    u, b = urlsplit(url), urlsplit(base)
+    if origin(url) != origin(base) or u.username is not None or u.password is not None:
+        return False
+    if has_dot_segment(u.path):
+        return False
+    base_path = b.path.rstrip("/")
+    return u.path == base_path or u.path.startswith(base_path + "/")
+
+
+class _FetchError(Exception):
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
 class FhirGateway:
-    def __init__(self, *, call_timeout: float, retries: int, page_limit: int, session: requests.Session | None = None):
+    def __init__(self, *, call_timeout: float, retries: int, page_limit: int, session: requests.Session | None = None,
+                 max_page_bytes: int = MAX_ANSWER_BYTES, max_call_bytes: int = MAX_CALL_BYTES,
+                 address_policy: AddressPolicy | None = None):
+        """``address_policy`` None: any address (tools reading a server their operator named); the engine always
+        passes one, built from the settings."""
         self.call_timeout = call_timeout
         self.page_limit = page_limit
-        self.session = session or self._session(retries)
+        self.max_page_bytes = max_page_bytes
+        self.max_call_bytes = max_call_bytes
+        self.session = session or self._session(retries, address_policy)
 
     @staticmethod
-    def _session(retries: int) -> requests.Session:
+    def _session(retries: int, policy: AddressPolicy | None = None) -> requests.Session:
         s = requests.Session()
         retry = Retry(
             total=retries,
@@ -71,20 +206,30 @@ class FhirGateway:
             raise_on_status=False,
         )
         adapter = HTTPAdapter(max_retries=retry, pool_connections=8, pool_maxsize=32)
+        adapter.poolmanager.pool_classes_by_scheme = _guarded_pools(policy)
         s.mount("http://", adapter)
         s.mount("https://", adapter)
         s.trust_env = False  # never route the EHR's token through an environment proxy
+        s.cookies = NoCookies()
         return s
 
+    def call_budget(self) -> ByteBudget:
+        """A fresh byte budget for one hook call (pass it to every fetch_many of that call)."""
+        return ByteBudget(self.max_call_bytes)
+
     # ------------------------------------------------------------------ public
-    def fetch_many(self, base: str, token: str | None, queries: dict[str, str], deadline_s: float) -> dict[str, FetchResult]:
-        """GET every query (relative to ``base``) in parallel; whatever is not done by the deadline fails."""
+    def fetch_many(self, base: str, token: str | None, queries: dict[str, str], deadline_s: float,
+                   budget: ByteBudget | None = None) -> dict[str, FetchResult]:
+        """GET every query (relative to ``base``) in parallel; whatever is not done by the deadline fails,
+        and its read is cut off (the socket is shut down), so no work outlives the call."""
         started = time.monotonic()
         deadline_at = started + deadline_s
+        call = _Call(deadline_at, budget or self.call_budget())
         futures: dict[str, Future[FetchResult]] = {
-            key: _POOL.submit(self._fetch_one, key, base, token, query, deadline_at) for key, query in queries.items()
+            key: _POOL.submit(self._fetch_one, key, base, token, query, call) for key, query in queries.items()
         }
         wait(list(futures.values()), timeout=max(0.0, deadline_at - time.monotonic()))
+        call.cancel()
         out: dict[str, FetchResult] = {}
         for key, fut in futures.items():
             if fut.done():
@@ -100,30 +245,33 @@ class FhirGateway:
         return out
 
     # ------------------------------------------------------------------ one key
-    def _fetch_one(self, key: str, base: str, token: str | None, query: str, deadline_at: float) -> FetchResult:
+    def _fetch_one(self, key: str, base: str, token: str | None, query: str, call: "_Call") -> FetchResult:
         started = time.monotonic()
         result = FetchResult(key)
         base_slash = base if base.endswith("/") else base + "/"
-        url: str | None = urljoin(base_slash, query)
-        base_origin = origin(base_slash)
         merged: dict[str, Any] | None = None
+        url: str | None = urljoin(base_slash, query)
+        if has_dot_segment(urlsplit(query).path) or not under_base(url, base_slash):
+            log.warning("fetch %s: query %r does not stay under the fhirServer base path; not sent", key, query[:200])
+            url, result.error = None, "the query is not a path under the fhirServer base"
         try:
             while url:
-                if origin(url) != base_origin:
-                    result.truncated, result.truncated_why = True, "the next-page link points to another server"
-                    log.warning("fetch %s: next link to another origin not followed", key)
+                if not under_base(url, base_slash):
+                    elsewhere = "another server" if origin(url) != origin(base_slash) else "outside the fhirServer base"
+                    result.truncated, result.truncated_why = True, f"the next-page link points to {elsewhere}"
+                    log.warning("fetch %s: next link to %s not followed", key, elsewhere)
                     break
                 if result.pages >= self.page_limit:
                     result.truncated, result.truncated_why = True, f"the page limit ({self.page_limit}) was reached"
                     break
-                remaining = deadline_at - time.monotonic()
-                if remaining <= 0.01:
+                remaining = call.deadline_at - time.monotonic()
+                if remaining <= 0.01 or call.cancelled:
                     if merged is None:
                         result.error = "deadline reached before the query could be sent"
                     else:
                         result.truncated, result.truncated_why = True, "the deadline was reached"
                     break
-                body, status, ms = self._get(url, token, min(self.call_timeout, remaining))
+                body, status, ms = self._get(url, token, min(self.call_timeout, remaining), call)
                 result.calls.append(ms)
                 result.status = status
                 result.pages += 1
@@ -145,7 +293,7 @@ class FhirGateway:
         result.elapsed_ms = (time.monotonic() - started) * 1000
         return result
 
-    def _get(self, url: str, token: str | None, timeout: float) -> tuple[Any, int, float]:
+    def _get(self, url: str, token: str | None, timeout: float, call: "_Call") -> tuple[Any, int, float]:
         headers = {"Accept": FHIR_JSON}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -153,12 +301,16 @@ class FhirGateway:
         try:
             resp = self.session.get(url, headers=headers, timeout=(min(timeout, 1.0), timeout), allow_redirects=False,
                                     stream=True)
+        except requests.ConnectTimeout as exc:
+            log.warning("FHIR GET %s: connect timeout (%s)", _safe(url), exc)
+            raise _FetchError(UNREACHABLE) from None
         except requests.Timeout:
             raise _FetchError(f"FHIR server did not answer within {timeout:.2f} s") from None
-        except requests.RequestException as exc:
-            raise _FetchError(f"FHIR server unreachable ({type(exc).__name__})") from None
+        except (requests.RequestException, urllib3_exceptions.HTTPError, OSError) as exc:
+            log.warning("FHIR GET %s: %s: %s", _safe(url), type(exc).__name__, str(exc)[:300])
+            raise _FetchError(UNREACHABLE) from None
         with resp:  # the body is read under the same wall-clock limit, then the connection is released
-            content = _read_body(resp, t0 + timeout)
+            content = _read_body(resp, min(t0 + timeout, call.deadline_at), self.max_page_bytes, call)
         ms = (time.monotonic() - t0) * 1000
         if resp.status_code in (401, 403):
             raise _FetchError(f"FHIR server refused access (HTTP {resp.status_code})", resp.status_code)
@@ -166,9 +318,11 @@ class FhirGateway:
             raise _FetchError(f"FHIR server answered HTTP {resp.status_code}{_diagnostics(content)}", resp.status_code)
         if resp.status_code != 200:
             raise _FetchError(f"FHIR server answered HTTP {resp.status_code} (expected 200)", resp.status_code)
+        if call.cancelled:
+            raise _FetchError("the deadline was reached", resp.status_code)
         try:
-            body = json.loads(content)
-        except ValueError:
+            body = orjson.loads(content)
+        except orjson.JSONDecodeError:
             raise _FetchError("FHIR server answered with something that is not JSON", resp.status_code) from None
         if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):
             raise _FetchError("FHIR server answered with JSON that is not a FHIR resource", resp.status_code)
@@ -177,32 +331,73 @@ class FhirGateway:
         return body, resp.status_code, ms
 
 
-def _read_body(resp: requests.Response, stop_at: float) -> bytes:
-    """The whole body, unless it takes past ``stop_at`` or exceeds MAX_ANSWER_BYTES (per-read socket
-    timeouts alone never fire on a server that keeps sending)."""
+class _Call:
+    """One fetch_many: its deadline, byte budget, and the answers being read (cut off on cancel)."""
+
+    def __init__(self, deadline_at: float, budget: ByteBudget):
+        self.deadline_at, self.budget = deadline_at, budget
+        self._cancelled = threading.Event()
+        self._reading: set[Any] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def reading(self, raw: Any, active: bool) -> None:
+        with self._lock:
+            (self._reading.add if active else self._reading.discard)(raw)
+
+    def cancel(self) -> None:
+        """Stop every read still in flight: a thread blocked in recv() wakes up at once."""
+        self._cancelled.set()
+        with self._lock:
+            reading = list(self._reading)
+        for raw in reading:
+            try:
+                raw.shutdown()
+            except Exception:  # already released or closed
+                pass
+
+
+def _read_body(resp: requests.Response, stop_at: float, max_bytes: int, call: _Call) -> bytes:
+    """The whole body, unless it takes past ``stop_at``, exceeds ``max_bytes`` or the call's byte budget,
+    or the call is cancelled (per-read socket timeouts alone never fire on a server that keeps sending)."""
     raw = resp.raw
     read = getattr(raw, "read1", None) or raw.read
+    declared = resp.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise _FetchError(f"FHIR server answer exceeds {max_bytes // 2**10} KiB", resp.status_code)
     parts: list[bytes] = []
     size = 0
+    call.reading(raw, True)
     try:
         while True:
-            if time.monotonic() > stop_at:
+            if call.cancelled or time.monotonic() > stop_at:
                 raise _FetchError("FHIR server did not finish its answer in time", resp.status_code)
-            chunk = read(64 * 1024, decode_content=True)
+            chunk = read(_CHUNK, decode_content=True)
             if not chunk:
+                if call.cancelled:  # the socket was shut down under us: what we have is not the whole answer
+                    raise _FetchError("FHIR server did not finish its answer in time", resp.status_code)
                 return b"".join(parts)
             size += len(chunk)
-            if size > MAX_ANSWER_BYTES:
-                raise _FetchError(f"FHIR server answer exceeds {MAX_ANSWER_BYTES // 2**20} MiB", resp.status_code)
+            if size > max_bytes:
+                raise _FetchError(f"FHIR server answer exceeds {max_bytes // 2**10} KiB", resp.status_code)
+            if not call.budget.take(len(chunk)):
+                raise _FetchError(f"the answers for this call exceed {call.budget.limit // 2**10} KiB", resp.status_code)
             parts.append(chunk)
-    except (requests.RequestException, urllib3_exceptions.HTTPError, OSError) as exc:
+    except (requests.RequestException, urllib3_exceptions.HTTPError, OSError, ValueError) as exc:
+        if call.cancelled:
+            raise _FetchError("FHIR server did not finish its answer in time", resp.status_code) from None
         raise _FetchError(f"FHIR server answer could not be read ({type(exc).__name__})", resp.status_code) from None
+    finally:
+        call.reading(raw, False)
 
 
-class _FetchError(Exception):
-    def __init__(self, message: str, status: int | None = None):
-        super().__init__(message)
-        self.status = status
+def _safe(url: str) -> str:
+    """A URL for the log: scheme, host, port and path (no query: it may carry search values)."""
+    p = urlsplit(url)
+    return f"{p.scheme}://{p.hostname}{':' + str(p.port) if p.port else ''}{p.path}"
 
 
 def _next_link(bundle: dict[str, Any], current: str) -> str | None:
@@ -224,7 +419,7 @@ def _oo_text(body: dict[str, Any]) -> str:
 
 def _diagnostics(content: bytes) -> str:
     try:
-        body = json.loads(content)
-    except ValueError:
+        body = orjson.loads(content)
+    except orjson.JSONDecodeError:
         return ""
     return _oo_text(body) if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome" else ""

@@ -32,6 +32,8 @@ def render(template: str, context: dict[str, Any]) -> str:
         token = m.group(1)
         if token not in values:
             raise TemplateError(f"prefetch token {{{{{token}}}}} has no value in this request")
+        if values[token].strip() in (".", ".."):  # quote() keeps dots: "Patient/.." would become the base URL
+            raise TemplateError(f"prefetch token {{{{{token}}}}} is a dot segment, not an id")
         return quote(values[token], safe="")
 
     return TOKEN.sub(sub, template)

@@ -70,6 +70,8 @@ def parse_hook_request(body: Any, service: ServiceDefinition) -> HookRequest:
             raise InvalidRequest(f"context.{key} must be a non-empty string", expression=[f"context.{key}"])
     if "/" in context["patientId"].strip():
         raise InvalidRequest("context.patientId must be a FHIR id, not a reference", expression=["context.patientId"])
+    if context["patientId"].strip() in (".", ".."):  # a dot segment would turn Patient/{id} into another URL
+        raise InvalidRequest("context.patientId must be a FHIR id, not a dot segment", expression=["context.patientId"])
     if "encounterId" in context and context["encounterId"] is not None and not isinstance(context["encounterId"], str):
         raise InvalidRequest("context.encounterId must be a string", expression=["context.encounterId"])
     if "draftOrders" in REQUIRED_CONTEXT[hook]:

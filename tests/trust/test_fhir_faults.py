@@ -336,8 +336,8 @@ def test_json_that_is_not_a_resource_is_reported(client, fhir_stub, key, rtype):
     _assert_reported(resp, key, "not a FHIR resource")
 
 
-def test_an_oversized_answer_is_reported_not_read(client, fhir_stub, monkeypatch):
-    monkeypatch.setattr("cds_service.prefetch.gateway.MAX_ANSWER_BYTES", 4096)
+def test_an_oversized_answer_is_reported_not_read(app_factory, fhir_stub):
+    client = app_factory(fetch_max_page_bytes=4096).test_client()
     fhir_stub.resources[:] = [patient(), LOW_MG]
     padding = [{"resource": {"resourceType": "Basic", "id": f"pad-{i}"}} for i in range(200)]
     fhir_stub.on("Condition", Reply(body=bundle(raw_entries=padding)))

@@ -46,7 +46,7 @@ def test_serve_defaults_to_required(tmp_path):
             try:
                 if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
                     break
-            except (requests.ConnectionError, requests.Timeout):  # bound, but the worker is still booting
+            except requests.RequestException:  # not up yet, or slow to answer on a loaded machine
                 pass
             assert time.monotonic() < deadline and proc.poll() is None, "serve did not come up"
             time.sleep(0.2)
