@@ -72,13 +72,14 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     except ValueError as exc:
         click.echo(f"cds-service serve: {exc}. Fix: correct that variable (README, Configuration)", err=True)
         sys.exit(2)
+    found = _serve_preflight(settings)
     if not settings.evidence_key:  # one key for every worker (made before they fork); links end at a restart
         from .api.evidence_page import random_key
+        from .serving import log as serve_log
 
         settings = settings.with_overrides(evidence_key=random_key())
-        click.echo("CDS_EVIDENCE_KEY is not set: evidence links use a random key and stop working at a restart "
-                   "(set one shared key for several instances)", err=True)
-    found = _serve_preflight(settings)
+        serve_log.info("CDS_EVIDENCE_KEY is not set: evidence links use a random key and stop working at a restart "
+                       "(set one shared key for several instances)")
     from .app import create_app, settle_heap
 
     def build() -> Any:

@@ -15,7 +15,7 @@ LANE_HEIGHT = 30
 MAX_POINTS = 400  # per panel: more results than this in the lookback window are listed, not drawn
 MAX_BARS = 40
 PANEL_ANALYTES = ("potassium", "calcium", "calcium_ionized", "creatinine")
-DERIVED_RATES = ("egfr-ckd-epi-2021", "creatinine-clearance", "egfr")
+DERIVED_RATES = ("egfr-ckd-epi-2021", "creatinine-clearance", "egfr", "kidney-function")
 # threshold keys drawn on each panel (unit must match the panel's canonical unit)
 PANEL_THRESHOLDS = {
     "magnesium": ("magnesium_low", "magnesium_severe", "magnesium_ctcae_g3", "magnesium_ctcae_g4"),
@@ -373,10 +373,16 @@ def _kidney_panel(pid: str, labs: dict[str, list[dict[str, Any]]], derived: list
             if w and isinstance(f.get("value"), (int, float)):
                 entries.append((w, float(f["value"]), f, f"{analyte} result"))
     for d in derived:
-        inputs = [i for i in _list(d.get("inputs")) if isinstance(i, dict) and i.get("analyte") == "creatinine"]
+        inputs = [i for i in _list(d.get("inputs")) if isinstance(i, dict)
+                  and i.get("analyte") in ("creatinine", "egfr", "crcl_measured")]
         w = _when(inputs[0].get("effective")) if inputs else None
-        if w and isinstance(d.get("value"), (int, float)):
-            entries.append((w, float(d["value"]), d, f"{d.get('name')} (derived)"))
+        value = d.get("value")
+        if value is None and isinstance(d.get("low"), (int, float)) and isinstance(d.get("high"), (int, float)):
+            value = d["high"]  # the call's kidney assessment: an estimate or a range; its upper bound is drawn
+        if w and isinstance(value, (int, float)):
+            what = f"{d.get('method') or d.get('name')} (derived" + (
+                f", between {d['low']:.0f} and {d['high']:.0f})" if d.get("low") not in (None, d.get("high")) else ")")
+            entries.append((w, float(value), d, what))
     thresholds = _thresholds(pid, "", knowledge)
     bounds = [v for _, v, _, _ in entries] + [float(t.value) for _, t in thresholds]
     lo, hi = _scale(bounds, (0.0, max(bounds, default=100.0)))
