@@ -18,7 +18,7 @@ README = REPO_DIR / "README.md"
 MEANINGS = {
     "host": "Bind address of `cds-service serve` (use `0.0.0.0` in a container).",
     "port": "Port of `cds-service serve`.",
-    "workers": "gunicorn worker processes (each with 4 threads).",
+    "workers": "gunicorn worker processes (measured best: one per CPU; README \"Serving\").",
     "hooks_dir": "Directory of the CDS service definitions (one YAML file per service); validated at start-up.",
     "knowledge_dir": "Directory with an alternative knowledge file set (`knowledge.yaml`, `drugs.yaml`, RxNorm CSV); empty = the one shipped in the package.",
     "database_url": "SQLAlchemy URL of the audit store and JWT replay cache: a SQLite file (one host) or `postgresql+psycopg://...` (shared by several instances).",
@@ -43,6 +43,12 @@ MEANINGS = {
     "jwks_cache_seconds": "How long a fetched JWK Set is cached.",
     "jwks_refresh_min_seconds": "Minimum gap between JWK Set refreshes triggered by an unknown `kid`.",
     "jwt_max_lifetime_seconds": "Longest client JWT lifetime accepted (`exp` - now).",
+    "audit_spool_dir": "Directory of the audit spool (one append-only file per worker, shipped to the database by the writer); empty = `<SQLite file>.spool`, or `cds-audit-spool/` in the working directory for PostgreSQL.",
+    "audit_spool_fsync": "When a spooled audit record is fsynced: `always` (before each response), `interval` (every 0.2 s by the writer; a killed process loses nothing) or `off` (the OS decides).",
+    "worker_class": "`cds-service serve` worker model: `buffered` (threads; a request is read whole without holding a thread, within the header/body deadlines), `gthread` or `sync` (gunicorn's).",
+    "worker_threads": "Threads per worker (`buffered`, `gthread`).",
+    "request_header_timeout_seconds": "`buffered` workers: a connection must send its request headers within this time (else 408 and closed).",
+    "request_body_timeout_seconds": "`buffered` workers: the whole request body must arrive within this time after the headers (else 408 and closed).",
 }
 
 CONFIG_MARK = "config"
@@ -68,6 +74,8 @@ def _source_comment(name: str) -> str:
 def _default(f) -> str:  # type: ignore[no-untyped-def]
     if f.name == "hooks_dir":
         return "`hooks/` of the repository"
+    if f.name == "workers":
+        return "number of CPUs"
     value = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
     if isinstance(value, tuple):
         return f"`{','.join(value)}`" if value else "(empty)"
