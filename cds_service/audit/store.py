@@ -148,8 +148,17 @@ class AuditStore:
         self.shippers: dict[str, Callable[[Session, list[tuple[dict[str, Any], bytes]]], None]] = {
             "invocation": self._ship_invocations,
         }
+        self._needs_migration = False
         if create:
-            self.migrate()
+            try:
+                self.migrate()
+            except Exception as exc:  # a database outage at start-up must not stop the service from answering
+                if not (background and is_outage(exc)):
+                    raise
+                self._needs_migration = True
+                self._note_error(_describe(exc))
+                log.error("audit store unreachable at start-up (%s): calls are answered and spooled; the writer "
+                          "migrates and ships when it is back", self.last_error)
         if background:
             self._ensure_writer()  # ships spool files left by dead processes right away
 
@@ -290,6 +299,9 @@ class AuditStore:
         outages = 0
         while not self._stop.is_set():
             try:
+                if self._needs_migration:
+                    self.migrate()
+                    self._needs_migration = False
                 if time.monotonic() >= next_orphan_scan:
                     next_orphan_scan = time.monotonic() + ORPHAN_SCAN_SECONDS
                     self._ship_orphans()
