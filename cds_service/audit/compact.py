@@ -57,32 +57,35 @@ def snapshot_json(snap: dict[str, Any]) -> bytes:
 
 
 class SnapshotEncoder:
-    """Canonical JSON -> (sha256, compressed); the last few compressions are remembered per process."""
+    """Canonical snapshot JSON -> (sha256, compressed). Runs in the writer (the spool holds the JSON); the
+    last few compressions are remembered, so a chart opened again is not compressed again."""
 
     def __init__(self, size: int = 64):
         self._cache: OrderedDict[str, bytes] = OrderedDict()
         self._size = size
         self._lock = threading.Lock()
 
-    def encode(self, snap: dict[str, Any]) -> tuple[str, bytes, int]:
-        raw = snapshot_json(compact_snapshot(snap))
+    def encode(self, raw: bytes) -> tuple[str, bytes]:
         digest = hashlib.sha256(raw).hexdigest()
         with self._lock:
             blob = self._cache.get(digest)
             if blob is not None:
                 self._cache.move_to_end(digest)
-                return digest, blob, len(raw)
+                return digest, blob
         blob = zlib.compress(raw, COMPRESS_LEVEL)
         with self._lock:
             self._cache[digest] = blob
             while len(self._cache) > self._size:
                 self._cache.popitem(last=False)
-        return digest, blob, len(raw)
+        return digest, blob
 
 
-def decode_snapshot(blob: bytes) -> dict[str, Any]:
+def encode_json(value: Any) -> bytes:
+    return zlib.compress(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS), COMPRESS_LEVEL)
+
+
+def decode_json(blob: bytes) -> Any:
     return orjson.loads(zlib.decompress(blob))
 
 
-def gap_kinds(gaps: Iterable[dict[str, Any]]) -> dict[str, int]:
-    return dict(Counter(str(g.get("kind", "")) for g in gaps))
+decode_snapshot = decode_json  # the decompressed snapshot dict of a RecordSnapshotRow.content

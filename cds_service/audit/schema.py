@@ -34,9 +34,11 @@ class InvocationRow(Base):
     rules_evaluated: Mapped[list] = mapped_column(JSON, default=list)
     rules_fired: Mapped[list] = mapped_column(JSON, default=list)
     rule_errors: Mapped[dict] = mapped_column(JSON, default=dict)
-    cards: Mapped[list] = mapped_column(JSON, default=list)
+    # rows written before revision 0003 keep cards and facts inline; newer rows keep them in ``detail``
+    inline_cards: Mapped[list] = mapped_column("cards", JSON, default=list)
     gaps: Mapped[list] = mapped_column(JSON, default=list)
-    facts: Mapped[dict] = mapped_column(JSON, default=dict)
+    inline_facts: Mapped[dict] = mapped_column("facts", JSON, default=dict)
+    detail: Mapped[bytes | None] = mapped_column(LargeBinary)  # zlib-compressed JSON {"cards": [...], "facts": {...}}
     # rows written before revision 0003 keep their snapshot inline; newer rows reference a RecordSnapshotRow
     inline_snapshot: Mapped[dict | None] = mapped_column("record_snapshot", JSON)
     snapshot_hash: Mapped[str | None] = mapped_column(String(64), index=True)
@@ -48,6 +50,24 @@ class InvocationRow(Base):
     snapshot_row: Mapped["RecordSnapshotRow | None"] = relationship(
         primaryjoin=lambda: foreign(InvocationRow.snapshot_hash) == RecordSnapshotRow.hash, lazy="selectin", viewonly=True)
 
+    def _detail(self) -> dict[str, Any]:
+        cached = self.__dict__.get("_decoded_detail")
+        if cached is None:
+            from .compact import decode_json
+
+            cached = self.__dict__["_decoded_detail"] = decode_json(self.detail) if self.detail else {}
+        return cached
+
+    @property
+    def cards(self) -> list[dict[str, Any]]:
+        """The cards returned, as sent."""
+        return self._detail().get("cards", []) if self.detail else (self.inline_cards or [])
+
+    @property
+    def facts(self) -> dict[str, list[dict[str, Any]]]:
+        """rule id -> the facts its card used."""
+        return self._detail().get("facts", {}) if self.detail else (self.inline_facts or {})
+
     @property
     def record_snapshot(self) -> dict[str, Any] | None:
         """The normalised record this call was decided on (decompressed), or None (errors, 412s)."""
@@ -57,9 +77,9 @@ class InvocationRow(Base):
             return None
         cached = self.__dict__.get("_decoded_snapshot")
         if cached is None:
-            from .compact import decode_snapshot
+            from .compact import decode_json
 
-            cached = self.__dict__["_decoded_snapshot"] = decode_snapshot(self.snapshot_row.content)
+            cached = self.__dict__["_decoded_snapshot"] = decode_json(self.snapshot_row.content)
         return cached
 
 

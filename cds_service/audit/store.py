@@ -35,7 +35,7 @@ from sqlalchemy.pool import StaticPool
 
 from ..engine import Invocation, snapshot
 from ..errors import CDSError
-from .compact import SnapshotEncoder, aggregate_gaps, cap_facts
+from .compact import SnapshotEncoder, aggregate_gaps, cap_facts, compact_snapshot, encode_json, snapshot_json
 from .schema import CardRow, FeedbackRow, InvocationRow, RecordSnapshotRow, SeenJti
 from .spool import FSYNC_INTERVAL, Spool, claim_orphan, encode_frame, read_frames, spool_dir_for
 
@@ -142,7 +142,6 @@ class AuditStore:
         self._lock = threading.Lock()
         self._atexit_registered = False
         self._closed = False
-        self._known_snapshots: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._readers: dict[Path, Any] = {}
         self._offsets: dict[Path, int] = {}
         self.shippers: dict[str, Callable[[Session, list[tuple[dict[str, Any], bytes]]], None]] = {
@@ -201,7 +200,7 @@ class AuditStore:
     def record_invocation(self, inv: Invocation) -> None:
         """Spool the call's audit record (durable before the response goes out); never raises."""
         try:
-            meta, blob = invocation_record(inv, self.encoder)
+            meta, blob = invocation_record(inv)
             self._spool_record(meta, blob)
         except Exception:  # never let the audit reach the client
             self.dropped += 1
@@ -419,7 +418,6 @@ class AuditStore:
                     for kind, items in by_type.items():
                         self.shippers[kind](s, items)
                 self.written += len(batch)
-                self._remember_snapshots(batch)
                 return
             except Exception as exc:
                 if not retry:
@@ -431,38 +429,30 @@ class AuditStore:
                 self.failures += len(batch)
                 log.error("audit write failed for %d record(s) after %d attempt(s): %s", len(batch), attempts, self.last_error)
 
-    def _remember_snapshots(self, batch: list[tuple[dict[str, Any], bytes]]) -> None:
-        for meta, _ in batch:
-            h = meta.get("snapshot_hash")
-            if h:
-                self._known_snapshots[h] = None
-                self._known_snapshots.move_to_end(h)
-        while len(self._known_snapshots) > 4096:
-            self._known_snapshots.popitem(last=False)
-
     def _ship_invocations(self, s: Session, items: list[tuple[dict[str, Any], bytes]]) -> None:
+        """Invocation rows (cards and facts compressed), their card rows, and each snapshot once (by hash)."""
         uids = [m["uid"] for m, _ in items]
         existing = set(s.scalars(select(InvocationRow.record_uid).where(InvocationRow.record_uid.in_(uids))))
         snapshots: dict[str, dict[str, Any]] = {}
-        for meta, blob in items:
-            h = meta.get("snapshot_hash")
-            if h and blob and h not in snapshots:
-                snapshots[h] = {"hash": h, "content": blob, "raw_bytes": int(meta.get("snapshot_raw_bytes") or 0),
-                                "created_at": _parse_dt(meta.get("received_at")) or datetime.now(timezone.utc)}
+        rows: list[tuple[InvocationRow, list[dict[str, Any]]]] = []
+        for meta, raw in items:
+            if meta["uid"] in existing:
+                continue  # already shipped (a spool read again after a crash): shipping is idempotent
+            existing.add(meta["uid"])
+            digest = None
+            if raw:
+                digest, content = self.encoder.encode(raw)
+                if digest not in snapshots:
+                    snapshots[digest] = {"hash": digest, "content": content, "raw_bytes": len(raw),
+                                         "created_at": _parse_dt(meta.get("received_at")) or datetime.now(timezone.utc)}
+            row = InvocationRow(**row_values(meta, digest))
+            s.add(row)
+            rows.append((row, meta.get("cards") or []))
         if snapshots:
             have = set(s.scalars(select(RecordSnapshotRow.hash).where(RecordSnapshotRow.hash.in_(list(snapshots)))))
             new = [v for k, v in snapshots.items() if k not in have]
             if new:
                 s.execute(_insert_ignore(s, RecordSnapshotRow), new)
-        rows: list[tuple[InvocationRow, list[dict[str, Any]]]] = []
-        seen: set[str] = set()
-        for meta, _ in items:
-            if meta["uid"] in existing or meta["uid"] in seen:
-                continue  # already shipped (a spool read again after a crash): shipping is idempotent
-            seen.add(meta["uid"])
-            row = InvocationRow(**row_values(meta))
-            s.add(row)
-            rows.append((row, meta.get("cards") or []))
         if not rows:
             return
         s.flush()
@@ -479,6 +469,17 @@ class AuditStore:
     def _note_error(self, message: str) -> None:
         self.last_error = message
         self.last_error_at = datetime.now(timezone.utc)
+
+    # ------------------------------------------------------------------ reading
+    def get(self, hook_instance: str) -> dict[str, Any] | None:
+        """The newest stored call with this hookInstance as ``queries.invocation_dict``: its cards, the facts
+        each card used, the gaps (first few + ``gapCounts``) and ``recordSnapshot``, the decompressed
+        normalised record (None for calls that built none). Records still in the spool are not seen."""
+        from .queries import find_invocations, invocation_dict
+
+        with self.sessions() as s:
+            found = find_invocations(s, hook_instance)
+            return invocation_dict(found[-1]) if found else None
 
     # ------------------------------------------------------------------ feedback
     def record_feedback(self, service_id: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -604,8 +605,9 @@ _RECORD_FIELDS = ("service_id", "hook", "hook_instance", "patient_id", "user_id"
                   "rules_evaluated", "rules_fired", "rule_errors", "cards", "prefetch", "fetch_ms", "client")
 
 
-def invocation_record(inv: Invocation, encoder: SnapshotEncoder | None = None) -> tuple[dict[str, Any], bytes]:
-    """The compact audit record of a call (JSON-able meta) and its compressed snapshot (b"" when none)."""
+def invocation_record(inv: Invocation) -> tuple[dict[str, Any], bytes]:
+    """The compact audit record of a call (JSON-able meta) and its snapshot as canonical JSON (b"" when none).
+    Hashing and compression are the writer's (off the response path)."""
     meta: dict[str, Any] = {"type": "invocation", "uid": str(uuid.uuid4())}
     for name in _RECORD_FIELDS:
         value = getattr(inv, name)
@@ -616,20 +618,19 @@ def invocation_record(inv: Invocation, encoder: SnapshotEncoder | None = None) -
     snap = inv.record_snapshot
     if snap is None and inv.record is not None:
         snap = snapshot(inv.record)
-    blob = b""
-    if snap is not None:
-        digest, blob, raw = (encoder or SnapshotEncoder()).encode(snap)
-        meta["snapshot_hash"], meta["snapshot_raw_bytes"] = digest, raw
-    return meta, blob
+    return meta, (snapshot_json(compact_snapshot(snap)) if snap is not None else b"")
 
 
-def row_values(meta: dict[str, Any]) -> dict[str, Any]:
+def row_values(meta: dict[str, Any], snapshot_hash: str | None) -> dict[str, Any]:
     """A spooled record as InvocationRow values; strings cut to their column length (ids come from clients)."""
-    out: dict[str, Any] = {"record_uid": meta["uid"], "snapshot_hash": meta.get("snapshot_hash"),
+    out: dict[str, Any] = {"record_uid": meta["uid"], "snapshot_hash": snapshot_hash,
                            "gap_counts": meta.get("gap_counts"), "gaps": meta.get("gaps") or [],
-                           "facts": meta.get("facts") or {}}
+                           "inline_cards": [], "inline_facts": {},
+                           "detail": encode_json({"cards": meta.get("cards") or [], "facts": meta.get("facts") or {}})}
     columns = InvocationRow.__table__.columns
     for name in _RECORD_FIELDS:
+        if name == "cards":
+            continue
         value = meta.get(name)
         if name in _DATETIME_COLUMNS:
             value = _parse_dt(value)
@@ -637,7 +638,7 @@ def row_values(meta: dict[str, Any]) -> dict[str, Any]:
         if isinstance(col.type, String) and col.type.length and isinstance(value, str):
             value = value[: col.type.length]
         out[name] = value
-    for name in ("rules_evaluated", "rules_fired", "cards"):
+    for name in ("rules_evaluated", "rules_fired"):
         out[name] = out[name] or []
     for name in ("rule_errors", "prefetch", "fetch_ms"):
         out[name] = out[name] or {}

@@ -158,3 +158,15 @@ def test_a_burst_is_written_in_batches_and_one_bad_record_loses_no_other(sqlite_
     with open(rejected, "rb") as fh:
         assert [f.meta["hook_instance"] for f in read_frames(fh)] == ["burst-bad"]
     store.close()
+
+
+def test_get_returns_cards_facts_and_the_decompressed_snapshot_by_hook_instance(app_factory):
+    app = app_factory()
+    resp = app.test_client().post(f"/cds-services/{PATIENT_VIEW}", json=patient_view_body("hi-get", mg=1.1))
+    store = app.extensions["cds"].store
+    assert store.flush()
+    got = store.get("hi-get")
+    assert got["cards"] == resp.get_json()["cards"]
+    assert got["facts"]["hypomagnesemia"][0]["value"] == 1.1
+    assert got["recordSnapshot"]["labs"]["magnesium"][0]["value"] == 1.1
+    assert store.get("no-such-call") is None

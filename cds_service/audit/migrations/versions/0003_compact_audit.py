@@ -1,4 +1,5 @@
-"""Compact audit records: snapshots stored once (content-addressed, compressed), gap counts, spool record ids.
+"""Compact audit records: snapshots stored once (content-addressed, compressed), cards and facts compressed,
+gap counts, spool record ids.
 
 Revision ID: 0003
 Revises: 0002
@@ -28,6 +29,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("snapshot_hash", sa.String(64), nullable=True))
         batch.add_column(sa.Column("gap_counts", sa.JSON(), nullable=True))
         batch.add_column(sa.Column("record_uid", sa.String(36), nullable=True))
+        batch.add_column(sa.Column("detail", sa.LargeBinary(), nullable=True))
         batch.create_index("ix_invocation_snapshot_hash", ["snapshot_hash"])
         batch.create_unique_constraint("uq_invocation_record_uid", ["record_uid"])
 
@@ -36,6 +38,7 @@ def downgrade() -> None:
     with op.batch_alter_table("invocation") as batch:
         batch.drop_constraint("uq_invocation_record_uid", type_="unique")
         batch.drop_index("ix_invocation_snapshot_hash")
+        batch.drop_column("detail")
         batch.drop_column("record_uid")
         batch.drop_column("gap_counts")
         batch.drop_column("snapshot_hash")
