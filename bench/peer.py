@@ -140,7 +140,8 @@ local f = io.open(os.getenv("PEER_BODY"), "rb"); wrk.body = f:read("*a"); f:clos
 
 
 def wrk_run(url: str, body_path: Path, c: int, seconds: float, lua: Path) -> Round:
-    out = subprocess.run(["wrk", "-t", str(min(c, 2)), "-c", str(c), "-d", f"{max(1, round(seconds))}s", "--latency", "-s", str(lua), url],
+    out = subprocess.run(["wrk", "-t", str(min(c, 2)), "-c", str(c), "-d", f"{max(1, round(seconds))}s", "--timeout", "30s",
+                          "--latency", "-s", str(lua), url],
                          env={**os.environ, "PEER_BODY": str(body_path)}, capture_output=True, text=True, timeout=seconds + 60).stdout
 
     def ms(label: str) -> float:
@@ -200,7 +201,8 @@ def audit_bytes(db: Path) -> dict[str, Any]:
             "stored_per_call": (row_bytes + card_bytes + snap[1]) / n if n else float("nan")}
 
 
-def measure(seconds: float = 5.0, rounds: int = 3, quick: bool = False, models: bool = True) -> PeerResult:
+def measure(seconds: float = 5.0, rounds: int = 3, quick: bool = False, models: bool = True,
+            models_only: bool = False) -> PeerResult:
     if quick:
         seconds, rounds = 1.0, 1
     tool = "wrk" if shutil.which("wrk") else "python"
@@ -226,6 +228,9 @@ def measure(seconds: float = 5.0, rounds: int = 3, quick: bool = False, models: 
             r.target = key
             return r
 
+        if models_only:
+            result.models = compare_models(tmpd, env, paths, bodies, lua, seconds, tool, workers, rounds)
+            return result
         sport, bport = procs.free_port(), procs.free_port()
         service = serve("service", sport, env, tmpd / "service.log")
         bare = serve("bare", bport, env, tmpd / "bare.log")
@@ -283,26 +288,45 @@ def unique_snapshot_bytes(bodies: dict[str, bytes]) -> dict[str, int]:
     return out
 
 
+MODELS = (("sync", {"CDS_WORKER_CLASS": "sync"}),
+          ("gthread, keep-alive 2 s", {"CDS_WORKER_CLASS": "gthread", "CDS_WORKER_KEEPALIVE_SECONDS": "2"}),
+          ("buffered, keep-alive 2 s (default)", {"CDS_WORKER_CLASS": "buffered", "CDS_WORKER_KEEPALIVE_SECONDS": "2"}),
+          ("buffered, one call per connection", {"CDS_WORKER_CLASS": "buffered", "CDS_WORKER_KEEPALIVE_SECONDS": "0"}))
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def compare_models(tmpd: Path, env: dict[str, str], paths: dict[str, Path], bodies: dict[str, bytes], lua: Path,
-                   seconds: float, tool: str, workers: int) -> list[dict[str, Any]]:
-    """The service under each worker model (same workers), c1 and c8, two interleaved rounds."""
-    out: dict[str, dict[str, list[Round]]] = {}
-    for rnd in range(2):
-        for model in ("sync", "gthread", "buffered"):
+                   seconds: float, tool: str, workers: int, rounds: int = 2) -> list[dict[str, Any]]:
+    """The service under each worker model (same workers), c1 and c8, interleaved rounds; at c8 also the
+    busiest worker's share of the workers' CPU time (1/workers = an even spread)."""
+    out: dict[str, dict[str, list[Any]]] = {}
+    for _ in range(rounds):
+        for k, (model, extra) in enumerate(MODELS):
             port = procs.free_port()
-            e = {**env, "CDS_WORKER_CLASS": model, "CDS_DATABASE_URL": f"sqlite:///{tmpd}/models-{model}.sqlite3"}
-            proc = serve("service", port, e, tmpd / f"model-{model}.log")
+            e = {**env, **extra, "CDS_DATABASE_URL": f"sqlite:///{tmpd}/models-{k}.sqlite3"}
+            proc = serve("service", port, e, tmpd / f"model-{k}.log")
             url = f"http://127.0.0.1:{port}/cds-services/{SERVICE}"
             try:
                 for c in (1, 8):
+                    pids = procs.children(proc.pid)
+                    before = {p: cpu_seconds(p) for p in pids}
                     r = wrk_run(url, paths["service"], c, seconds, lua) if tool == "wrk" else python_run(url, bodies["service"], c, seconds)
+                    used = [cpu_seconds(p) - before[p] for p in pids]
                     out.setdefault(model, {}).setdefault(str(c), []).append(r)
+                    if c == 8 and sum(used) > 0:
+                        out[model].setdefault("share", []).append(max(used) / sum(used))
             finally:
                 procs.stop(proc)
     rows = []
     for model, by_c in out.items():
-        row: dict[str, Any] = {"model": model, "workers": workers}
-        for c, rs in by_c.items():
+        row: dict[str, Any] = {"model": model, "workers": workers,
+                               "c8_busiest_share": statistics.median(by_c.get("share") or [float("nan")])}
+        for c in ("1", "8"):
+            rs = by_c[c]
             row[f"c{c}_rps"] = statistics.median(r.rps for r in rs)
             row[f"c{c}_p50"] = statistics.median(r.p50_ms for r in rs)
             row[f"c{c}_p99"] = statistics.median(r.p99_ms for r in rs)
@@ -385,15 +409,28 @@ def markdown(res: PeerResult, command: str) -> str:
                          f"{x['snapshot_raw'] / 1024:.0f} KB -> {x['snapshot_compressed'] / 1024:.1f} KB, cards+facts "
                          f"{x['cards_facts_compressed'] / 1024:.1f} KB compressed: about {per / 1024:.1f} KB per call plus the row's columns.")
     if res.models:
-        lines += ["", "Worker models (the service, 200 Observations, same workers, median of 2 interleaved rounds):", "",
-                  "| model | c1 req/s | c1 p50 | c8 req/s | c8 p50 | c8 p99 | errors |", "|---|---:|---:|---:|---:|---:|---:|"]
-        for r in res.models:
-            lines.append(f"| {r['model']} | {r['c1_rps']:.0f} | {r['c1_p50']:.1f} ms | {r['c8_rps']:.0f} | {r['c8_p50']:.1f} ms | "
-                         f"{r['c8_p99']:.1f} ms | {r['c1_errors'] + r['c8_errors']} |")
+        lines += ["", *models_lines(res)]
     ip = res.in_process
     lines += ["", f"In-process, 1,000 Observations ({ip['body_bytes'] / 1024:.0f} KB), median of {ip['runs']} interleaved: "
               f"call {ip['call_ms']:.1f} ms, json.loads {ip['loads_ms']:.1f} ms, ratio {ip['ratio']:.2f}x."]
     return "\n".join(lines)
+
+
+def models_lines(res: PeerResult) -> list[str]:
+    lines = ["Worker models (the service, 200 Observations, same workers, median of interleaved rounds; busiest "
+             "worker = its share of the workers' CPU time at c8, 0.50 is an even spread over 2):", "",
+             "| model | c1 req/s | c1 p50 | c8 req/s | c8 p50 | c8 p99 | busiest worker | errors |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in res.models:
+        lines.append(f"| {r['model']} | {r['c1_rps']:.0f} | {r['c1_p50']:.1f} ms | {r['c8_rps']:.0f} | {r['c8_p50']:.1f} ms | "
+                     f"{r['c8_p99']:.1f} ms | {r['c8_busiest_share']:.2f} | {r['c1_errors'] + r['c8_errors']} |")
+    return lines
+
+
+def models_markdown(res: PeerResult, command: str) -> str:
+    head = (f"Command: `{command}` ({res.tool}, {res.seconds:.0f} s per run, {res.rounds} interleaved rounds, {res.workers} workers, "
+            f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())})")
+    return "\n".join([head, "", *models_lines(res)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -402,11 +439,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--no-models", action="store_true", help="leave out the worker model comparison")
+    p.add_argument("--models-only", action="store_true", help="only the worker model comparison")
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
-    res = measure(args.seconds, args.rounds, args.quick, models=not args.no_models)
+    res = measure(args.seconds, args.rounds, args.quick, models=not args.no_models, models_only=args.models_only)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "peer.json").write_text(json.dumps(asdict(res), indent=1, default=str))
+    name = "peer-models" if args.models_only else "peer"
+    (args.out / f"{name}.json").write_text(json.dumps(asdict(res), indent=1, default=str))
+    if args.models_only:
+        text = models_markdown(res, "python -m bench.peer " + " ".join(argv if argv is not None else sys.argv[1:]))
+        (args.out / f"{name}.md").write_text(text + "\n")
+        print(text)
+        return 0
     text = markdown(res, "python -m bench.peer " + " ".join(argv if argv is not None else sys.argv[1:]))
     (args.out / "peer.md").write_text(text + "\n")
     print(text)

@@ -18,6 +18,14 @@ def _default_hooks_dir() -> str:
     return str(REPO_DIR / "hooks")
 
 
+def _cpus() -> int:
+    """CPUs this process may run on (a cpuset or taskset counts; a container's CPU quota does not: set CDS_WORKERS)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return os.cpu_count() or 2
+
+
 def _parse_bool(value: str) -> bool:
     v = value.strip().lower()
     if v in {"1", "true", "yes", "on"}:
@@ -37,7 +45,7 @@ class Settings:
 
     host: str = "127.0.0.1"
     port: int = 8080
-    workers: int = field(default_factory=lambda: os.cpu_count() or 2)  # measured best: one worker per CPU
+    workers: int = field(default_factory=lambda: _cpus())  # measured best: one worker per CPU
     # Where hook (service) definitions live: one YAML file per CDS service.
     hooks_dir: str = field(default_factory=_default_hooks_dir)
     # Knowledge file set; empty = the one shipped in the package.
@@ -78,6 +86,7 @@ class Settings:
     # `cds-service serve`: worker model and slow-client bounds (see README "Serving").
     worker_class: str = "buffered"  # buffered | gthread | sync
     worker_threads: int = 4
+    worker_keepalive_seconds: int = 2
     request_header_timeout_seconds: float = 5.0
     request_body_timeout_seconds: float = 10.0
 

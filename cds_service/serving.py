@@ -9,8 +9,9 @@ The default worker (``buffered``) is gunicorn's threaded worker with two changes
   thread; the headers must arrive within ``request_header_timeout_seconds`` and the body within
   ``request_body_timeout_seconds`` after them, else 408 and the connection is closed.
 - **Only a worker with an idle thread accepts.** Connections are taken by whichever worker can run
-  them now (as gunicorn's sync workers do), and a connection is not kept alive between requests, so
-  load spreads across workers instead of piling onto the one that accepted first.
+  them now (as gunicorn's sync workers do), so load spreads across workers instead of piling onto the
+  one that accepted first. A kept-alive connection waits in the event loop between calls (no thread)
+  and its next request is buffered the same way.
 """
 from __future__ import annotations
 
@@ -166,9 +167,10 @@ def gunicorn_options(settings: Any) -> dict[str, Any]:
     MAX_BODY = settings.max_body_bytes
     opts: dict[str, Any] = {"workers": settings.workers, "timeout": 30, "graceful_timeout": 10}
     if settings.worker_class == "buffered":
-        opts.update(worker_class="cds_service.serving.BufferedThreadWorker", threads=settings.worker_threads, keepalive=0)
+        opts.update(worker_class="cds_service.serving.BufferedThreadWorker", threads=settings.worker_threads,
+                    keepalive=settings.worker_keepalive_seconds)
     elif settings.worker_class == "gthread":
-        opts.update(worker_class="gthread", threads=settings.worker_threads)
+        opts.update(worker_class="gthread", threads=settings.worker_threads, keepalive=settings.worker_keepalive_seconds or 2)
     else:  # sync: one request at a time per worker; no keep-alive; needs a buffering proxy against slow clients
         opts.update(worker_class="sync")
     return opts

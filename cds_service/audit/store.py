@@ -183,7 +183,8 @@ class AuditStore:
             pending: float | None = self._pending[0]
         except IndexError:
             pending = None
-        spool_bytes = sum(s.size for s in self.spool.segments()) if self.spool is not None else 0
+        spool_bytes = sum(max(0, seg.size - self._offsets.get(seg.path, 0))  # not yet shipped
+                          for seg in self.spool.segments()) if self.spool is not None else 0
         return {
             "written": self.written,
             "failed": self.failures,

@@ -47,6 +47,7 @@ MEANINGS = {
     "audit_spool_fsync": "When a spooled audit record is fsynced: `always` (before each response), `interval` (every 0.2 s by the writer; a killed process loses nothing) or `off` (the OS decides).",
     "worker_class": "`cds-service serve` worker model: `buffered` (threads; a request is read whole without holding a thread, within the header/body deadlines), `gthread` or `sync` (gunicorn's).",
     "worker_threads": "Threads per worker (`buffered`, `gthread`).",
+    "worker_keepalive_seconds": "How long an idle client connection is kept open between calls (`buffered`, `gthread`); 0 = one call per connection. An idle kept-alive connection holds no thread in the `buffered` worker.",
     "request_header_timeout_seconds": "`buffered` workers: a connection must send its request headers within this time (else 408 and closed).",
     "request_body_timeout_seconds": "`buffered` workers: the whole request body must arrive within this time after the headers (else 408 and closed).",
 }

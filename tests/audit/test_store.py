@@ -36,7 +36,7 @@ def test_store_outage_keeps_records_in_the_spool_and_ships_them_when_it_returns(
     assert ready["checks"]["auditWriter"]["queued"] == 1 and ready["checks"]["auditWriter"]["lagSeconds"] > 0
     store.sessions = working  # the database is back
     assert [r.hook_instance for r in rows(store)] == ["hi-outage"]
-    assert store.stats()["queued"] == 0 and store.stats()["lagSeconds"] == 0.0
+    assert store.stats()["queued"] == 0 and store.stats()["lagSeconds"] == 0.0 and store.stats()["spoolBytes"] == 0
 
 
 def test_a_stalled_database_never_blocks_the_caller_and_loses_nothing(sqlite_url):
