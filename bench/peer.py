@@ -264,7 +264,7 @@ def measure(seconds: float = 5.0, rounds: int = 3, quick: bool = False, models: 
         result.audit["unique_snapshot_bytes"] = unique_snapshot_bytes(bodies)
         if models:
             result.models = compare_models(tmpd, env, paths, bodies, lua, seconds, tool, workers)
-        result.in_process = in_process(bodies["service-1000"], 20 if quick else 60)
+        result.in_process = in_process(bodies["service-1000"], 20 if quick else 60, bodies["service"])
     return result
 
 
@@ -335,31 +335,53 @@ def compare_models(tmpd: Path, env: dict[str, str], paths: dict[str, Path], bodi
     return rows
 
 
-def in_process(body: bytes, runs: int) -> dict[str, Any]:
+def in_process(body: bytes, runs: int, chart: bytes | None = None) -> dict[str, Any]:
     """A whole in-process patient-view call (Flask test client, audit spooled) against json.loads of the same
-    body, interleaved, one process: issue 11's "1,000 Observations <= 1.0x json.loads" line."""
+    body, interleaved, one process: issue 11's "1,000 Observations <= 1.0x json.loads" line. With ``chart``,
+    also what the audit record costs on the response path: the same call with and without it, interleaved."""
     from cds_service import create_app
     from cds_service.app import settle_heap
 
+    out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="cds-bench-inproc-") as tmp:
         app = create_app({"database_url": f"sqlite:///{tmp}/a.sqlite3", "CLOCK": lambda: NOW, "auth_mode": "off",
                           "log_level": "WARNING"})
         settle_heap()
         client = app.test_client()
+        store = app.extensions["cds"].store
+        spool = store.record_invocation
+
+        def post(data: bytes) -> float:
+            t0 = time.perf_counter()
+            resp = client.post(f"/cds-services/{SERVICE}", data=data, content_type="application/json")
+            assert resp.status_code == 200
+            return (time.perf_counter() - t0) * 1000
+
         calls, loads = [], []
         for i in range(runs + 3):
-            t0 = time.perf_counter()
-            resp = client.post(f"/cds-services/{SERVICE}", data=body, content_type="application/json")
+            c = post(body)
             t1 = time.perf_counter()
             json.loads(body)
-            t2 = time.perf_counter()
-            assert resp.status_code == 200
             if i >= 3:
-                calls.append((t1 - t0) * 1000)
-                loads.append((t2 - t1) * 1000)
-        app.extensions["cds"].store.close()
-    call, load = statistics.median(calls), statistics.median(loads)
-    return {"observations": 1000, "body_bytes": len(body), "runs": runs, "call_ms": call, "loads_ms": load, "ratio": call / load}
+                calls.append(c)
+                loads.append((time.perf_counter() - t1) * 1000)
+        call, load = statistics.median(calls), statistics.median(loads)
+        out = {"observations": 1000, "body_bytes": len(body), "runs": runs, "call_ms": call, "loads_ms": load, "ratio": call / load}
+        if chart is not None:
+            with_audit, without = [], []
+            for i in range(2 * runs + 3):
+                store.record_invocation = spool
+                a = post(chart)
+                store.record_invocation = lambda inv: None  # the call without its audit record
+                b = post(chart)
+                if i >= 3:
+                    with_audit.append(a)
+                    without.append(b)
+            store.record_invocation = spool
+            store.flush()
+            out["audit_with_ms"], out["audit_without_ms"] = statistics.median(with_audit), statistics.median(without)
+        store.close()
+    return out
 
 
 def median_of(runs: list[Round], target: str, c: int, attr: str) -> float:
@@ -413,6 +435,10 @@ def markdown(res: PeerResult, command: str) -> str:
     ip = res.in_process
     lines += ["", f"In-process, 1,000 Observations ({ip['body_bytes'] / 1024:.0f} KB), median of {ip['runs']} interleaved: "
               f"call {ip['call_ms']:.1f} ms, json.loads {ip['loads_ms']:.1f} ms, ratio {ip['ratio']:.2f}x."]
+    if "audit_with_ms" in ip:
+        share = (ip["audit_with_ms"] - ip["audit_without_ms"]) / ip["audit_with_ms"]
+        lines.append(f"The audit record on the response path (snapshot, spool append), 200 Observations, interleaved: call "
+                     f"{ip['audit_with_ms']:.2f} ms with it, {ip['audit_without_ms']:.2f} ms without ({share:.0%} of the call).")
     return "\n".join(lines)
 
 

@@ -217,7 +217,9 @@ class AuditStore:
         with self._cond:
             self.spool.append(frame)  # type: ignore[union-attr]
             self._pending.append(time.monotonic())
-        self._wake.set()
+            full_batch = len(self._pending) >= WRITE_BATCH
+        if full_batch:  # otherwise the writer ships every FSYNC_INTERVAL: batches, not one transaction per call
+            self._wake.set()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every spooled record is in the database (tests, shutdown). True when shipped."""
@@ -466,6 +468,17 @@ class AuditStore:
                               "created_at": row.received_at})
         if cards:
             s.execute(_insert_ignore(s, CardRow), cards)
+            self._link_early_feedback(s, cards)
+
+    @staticmethod
+    def _link_early_feedback(s: Session, cards: list[dict[str, Any]]) -> None:
+        """Feedback that arrived before its call was shipped (kept as an unknown card) is linked now."""
+        by_uuid = {c["uuid"]: c for c in cards}
+        early = s.scalars(select(FeedbackRow).where(FeedbackRow.unknown_card.is_(True),
+                                                    FeedbackRow.card_uuid.in_(list(by_uuid)))).all()
+        for fb in early:
+            card = by_uuid[fb.card_uuid]
+            fb.invocation_id, fb.rule, fb.unknown_card = card["invocation_id"], card["rule"], False
 
     def _note_error(self, message: str) -> None:
         self.last_error = message
@@ -484,7 +497,10 @@ class AuditStore:
 
     # ------------------------------------------------------------------ feedback
     def record_feedback(self, service_id: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Store feedback once per (card, outcome, timestamp); unknown cards are kept and flagged."""
+        """Store feedback once per (card, outcome, timestamp); unknown cards are kept and flagged (and linked
+        when their call is shipped later)."""
+        if self._pending:
+            self.flush(timeout=1.0)  # this worker's calls first, so that their cards are known
         try:
             return self._record_feedback(service_id, items)
         except SQLAlchemyError as exc:
