@@ -214,10 +214,17 @@ class AuditStore:
             return
         self._ensure_writer()
         frame = encode_frame(meta, blob)
-        with self._cond:
-            self.spool.append(frame)  # type: ignore[union-attr]
-            self._pending.append(time.monotonic())
-            full_batch = len(self._pending) >= WRITE_BATCH
+        try:
+            with self._cond:
+                self.spool.append(frame)  # type: ignore[union-attr]
+                self._pending.append(time.monotonic())
+                full_batch = len(self._pending) >= WRITE_BATCH
+        except OSError as exc:  # the spool cannot be written (unwritable directory, disk full): straight to the database
+            self._note_error(f"audit spool: {_describe(exc)}")
+            log.error("audit spool %s not writable (%s): writing this record to the database directly",
+                      self.spool_dir, _describe(exc))
+            self._ship_now([(meta, blob)])
+            return
         if full_batch:  # otherwise the writer ships every FSYNC_INTERVAL: batches, not one transaction per call
             self._wake.set()
 

@@ -170,3 +170,13 @@ def test_get_returns_cards_facts_and_the_decompressed_snapshot_by_hook_instance(
     assert got["facts"]["hypomagnesemia"][0]["value"] == 1.1
     assert got["recordSnapshot"]["labs"]["magnesium"][0]["value"] == 1.1
     assert store.get("no-such-call") is None
+
+
+def test_an_unwritable_spool_falls_back_to_writing_the_database_directly(sqlite_url, tmp_path):
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("a file where the spool directory should be")
+    store = AuditStore(sqlite_url, spool_dir=str(blocked))
+    store.record_invocation(invocation("hi-no-spool"))
+    assert [r.hook_instance for r in rows(store)] == ["hi-no-spool"]
+    assert store.stats()["dropped"] == 0 and "audit spool" in store.stats()["lastError"]
+    store.close()
