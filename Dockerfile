@@ -28,7 +28,8 @@ ENV CDS_HOOKS_DIR=/app/hooks \
     CDS_FIXTURES_DIR=/app/fixtures \
     CDS_HOST=0.0.0.0 \
     CDS_PORT=8080 \
-    CDS_DATABASE_URL=sqlite:////app/data/cds-audit.sqlite3
+    CDS_DATABASE_URL=sqlite:////app/data/cds-audit.sqlite3 \
+    CDS_AUDIT_SPOOL_DIR=/app/data/spool
 
 USER cds
 EXPOSE 8080

@@ -42,7 +42,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     logs.configure(settings.log_level, settings.log_format)
     knowledge = load_knowledge(settings.knowledge_dir or None)
     catalog = load_definitions(settings.hooks_dir, knowledge)
-    store = AuditStore(settings.database_url)
+    store = AuditStore(settings.database_url, spool_dir=settings.audit_spool_dir, spool_fsync=settings.audit_spool_fsync)
     engine = Engine(settings, knowledge, catalog, gateway=gateway, clock=clock)
 
     app = Flask(__name__)

@@ -38,12 +38,11 @@ def run_gunicorn(build: Any, settings: Settings, preflight: Any = None) -> None:
 
     class _App(BaseApplication):
         def load_config(self) -> None:
+            from .workers import gunicorn_options
+
             self.cfg.set("bind", f"{settings.host}:{settings.port}")
-            self.cfg.set("workers", settings.workers)
-            self.cfg.set("worker_class", "gthread")
-            self.cfg.set("threads", 4)
-            self.cfg.set("timeout", 30)
-            self.cfg.set("graceful_timeout", 10)
+            for name, value in gunicorn_options(settings).items():  # worker model and slow-client bounds
+                self.cfg.set(name, value)
             self.cfg.set("accesslog", "-")
             # no query strings or headers in the access log (tokens, PHI)
             self.cfg.set("access_log_format", '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms')
@@ -61,7 +60,7 @@ def run_gunicorn(build: Any, settings: Settings, preflight: Any = None) -> None:
 @main.command()
 @click.option("--host", default=None, help="Bind address (default CDS_HOST or 127.0.0.1).")
 @click.option("--port", default=None, type=int, help="Port (default CDS_PORT or 8080).")
-@click.option("--workers", default=None, type=int, help="gunicorn workers (default CDS_WORKERS or 2).")
+@click.option("--workers", default=None, type=int, help="gunicorn workers (default CDS_WORKERS or the number of CPUs).")
 def serve(host: str | None, port: int | None, workers: int | None) -> None:
     """Run the service under gunicorn (production WSGI server)."""
     from os import environ  # production default: client authentication required unless CDS_AUTH_MODE says otherwise

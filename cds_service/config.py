@@ -21,6 +21,14 @@ def _default_hooks_dir() -> str:
     return str(data_dir("hooks"))
 
 
+def _cpus() -> int:
+    """CPUs this process may run on (a cpuset or taskset counts; a container's CPU quota does not: set CDS_WORKERS)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return os.cpu_count() or 2
+
+
 def _parse_bool(value: str) -> bool:
     v = value.strip().lower()
     if v in {"1", "true", "yes", "on"}:
@@ -40,7 +48,7 @@ class Settings:
 
     host: str = "127.0.0.1"
     port: int = 8080
-    workers: int = 2
+    workers: int = field(default_factory=lambda: _cpus())  # measured best: one worker per CPU
     # Where hook (service) definitions live: one YAML file per CDS service.
     hooks_dir: str = field(default_factory=_default_hooks_dir)
     # Knowledge file set; empty = the one shipped in the package.
@@ -88,6 +96,15 @@ class Settings:
     fetch_max_page_bytes: int = 4 * 1024 * 1024
     fetch_max_call_bytes: int = 8 * 1024 * 1024
     feedback_max_items: int = 100
+    # Audit spool: one append-only file per worker, written before each response, shipped by the writer.
+    audit_spool_dir: str = ""
+    audit_spool_fsync: str = "interval"  # always | interval | off
+    # `cds-service serve`: worker model and slow-client bounds (see README "Serving").
+    worker_class: str = "buffered"  # buffered | gthread | sync
+    worker_threads: int = 4
+    worker_keepalive_seconds: int = 2
+    request_header_timeout_seconds: float = 5.0
+    request_body_timeout_seconds: float = 10.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -113,6 +130,10 @@ class Settings:
             raise ValueError(f"CDS_AUTH_MODE must be required, optional or off, not {self.auth_mode!r}")
         if self.fetch_deadline_seconds <= 0 or self.fetch_call_timeout_seconds <= 0:
             raise ValueError("fetch deadlines must be positive")
+        if self.audit_spool_fsync not in {"always", "interval", "off"}:
+            raise ValueError(f"CDS_AUDIT_SPOOL_FSYNC must be always, interval or off, not {self.audit_spool_fsync!r}")
+        if self.worker_class not in {"buffered", "gthread", "sync"}:
+            raise ValueError(f"CDS_WORKER_CLASS must be buffered, gthread or sync, not {self.worker_class!r}")
         if self.fetch_page_limit < 1:
             raise ValueError("CDS_FETCH_PAGE_LIMIT must be >= 1")
         if self.log_format not in {"text", "json"}:

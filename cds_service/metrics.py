@@ -92,6 +92,24 @@ def audit_written(invocations: Any, store: Any = None) -> None:
         sync_audit(store)
 
 
+def audit_shipped(metas: Any, store: Any = None) -> None:
+    """Called by the spool shipper after a commit, with the records' metadata (received_at ISO text, latency_ms)."""
+    from datetime import datetime
+
+    now = time.time()
+    n = 0
+    for meta in metas:
+        n += 1
+        try:
+            answered = datetime.fromisoformat(str(meta.get("received_at"))).timestamp() + float(meta.get("latency_ms") or 0.0) / 1000.0
+        except (TypeError, ValueError):
+            continue
+        AUDIT_LAG.observe(max(0.0, now - answered))
+    AUDIT_WRITTEN.inc(n)
+    if store is not None:
+        sync_audit(store)
+
+
 def sync_audit(store: Any) -> None:
     """Queue depth, failures and drops from the store's own counters (``stats()``, also shown in /readyz)."""
     try:

@@ -117,7 +117,8 @@ def invocation_dict(row: InvocationRow, *, snapshot: bool = True) -> dict[str, A
         "rulesFired": row.rules_fired or [],
         "ruleErrors": row.rule_errors or {},
         "cards": row.cards or [],
-        "gaps": row.gaps or [],
+        "gaps": row.gaps or [],  # the first few (audit.compact.GAP_SAMPLE); all of them are counted in gapCounts
+        "gapCounts": row.gap_counts or _count_kinds(row.gaps or []),
         "facts": row.facts or {},
         "prefetch": row.prefetch or {},
         "fetchMs": row.fetch_ms or {},
@@ -125,6 +126,14 @@ def invocation_dict(row: InvocationRow, *, snapshot: bool = True) -> dict[str, A
     if snapshot:
         d["recordSnapshot"] = row.record_snapshot
     return d
+
+
+def _count_kinds(gaps: list[dict[str, Any]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for g in gaps:
+        out[str(g.get("kind", ""))] = out.get(str(g.get("kind", ""))) or 0
+        out[str(g.get("kind", ""))] += 1
+    return out
 
 
 def feedback_dict(row: FeedbackRow) -> dict[str, Any]:

@@ -65,6 +65,15 @@ def _condition(f: dict[str, Any], knowledge: Knowledge | None) -> ConditionFact:
                          clinical_status=f.get("clinicalStatus"), onset=_dt(f.get("onset")), source=_source(f.get("source")))
 
 
+def _gaps(snap: dict[str, Any]) -> list[DataGap]:
+    """The stored gaps, then one placeholder per gap counted in ``gapsOmitted`` (compact snapshots), so that
+    the data-gaps card's counts replay unchanged."""
+    gaps = [DataGap(g.get("kind", ""), g.get("what", ""), g.get("key")) for g in snap.get("gaps") or []]
+    for kind, n in (snap.get("gapsOmitted") or {}).items():
+        gaps += [DataGap(kind, "(not stored: counted in the audit record)", None)] * int(n)
+    return gaps
+
+
 def record_from_snapshot(snap: dict[str, Any], knowledge: Knowledge | None = None) -> PatientRecord:
     """The inverse of ``engine.snapshot()``. With ``knowledge``, what the knowledge decides (analyte of a
     LOINC code, classes of an ingredient, condition value sets) is re-derived from it; values stay as stored."""
@@ -85,7 +94,7 @@ def record_from_snapshot(snap: dict[str, Any], knowledge: Knowledge | None = Non
         draft_services=[DraftService(_source(d.get("source")), d.get("label", ""), tuple((c[0], c[1]) for c in d.get("codes") or []),
                                      bool(d.get("selected"))) for d in snap.get("draftServices") or []],
         conditions=[_condition(c, knowledge) for c in snap.get("conditions") or []],
-        gaps=[DataGap(g.get("kind", ""), g.get("what", ""), g.get("key")) for g in snap.get("gaps") or []],
+        gaps=_gaps(snap),
         available=dict(snap.get("available") or {}),
         unreadable=_unreadable(snap.get("unreadable") or {}),
         notes=[DataGap(g.get("kind", ""), g.get("what", ""), g.get("key")) for g in snap.get("notes") or []],

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, foreign, mapped_column, relationship
 
 
 class Base(DeclarativeBase):
@@ -13,6 +15,7 @@ class Base(DeclarativeBase):
 
 class InvocationRow(Base):
     __tablename__ = "invocation"
+    __table_args__ = (UniqueConstraint("record_uid", name="uq_invocation_record_uid"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     hook_instance: Mapped[str | None] = mapped_column(String(200), index=True)
     service_id: Mapped[str] = mapped_column(String(200), index=True)
@@ -31,13 +34,63 @@ class InvocationRow(Base):
     rules_evaluated: Mapped[list] = mapped_column(JSON, default=list)
     rules_fired: Mapped[list] = mapped_column(JSON, default=list)
     rule_errors: Mapped[dict] = mapped_column(JSON, default=dict)
-    cards: Mapped[list] = mapped_column(JSON, default=list)
+    # rows written before revision 0003 keep cards and facts inline; newer rows keep them in ``detail``
+    inline_cards: Mapped[list] = mapped_column("cards", JSON, default=list)
     gaps: Mapped[list] = mapped_column(JSON, default=list)
-    facts: Mapped[dict] = mapped_column(JSON, default=dict)
-    record_snapshot: Mapped[dict | None] = mapped_column(JSON)
+    inline_facts: Mapped[dict] = mapped_column("facts", JSON, default=dict)
+    detail: Mapped[bytes | None] = mapped_column(LargeBinary)  # zlib-compressed JSON {"cards": [...], "facts": {...}}
+    # rows written before revision 0003 keep their snapshot inline; newer rows reference a RecordSnapshotRow
+    inline_snapshot: Mapped[dict | None] = mapped_column("record_snapshot", JSON)
+    snapshot_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    gap_counts: Mapped[dict | None] = mapped_column(JSON)  # data-gap kind -> how many (``gaps`` keeps the first few)
+    record_uid: Mapped[str | None] = mapped_column(String(36))  # the spool's id: shipping is idempotent
     prefetch: Mapped[dict] = mapped_column(JSON, default=dict)
     fetch_ms: Mapped[dict] = mapped_column(JSON, default=dict)
     client: Mapped[str | None] = mapped_column(String(500))  # verified JWT iss/sub/tenant, never the token
+    snapshot_row: Mapped["RecordSnapshotRow | None"] = relationship(
+        primaryjoin=lambda: foreign(InvocationRow.snapshot_hash) == RecordSnapshotRow.hash, lazy="selectin", viewonly=True)
+
+    def _detail(self) -> dict[str, Any]:
+        cached = self.__dict__.get("_decoded_detail")
+        if cached is None:
+            from .compact import decode_json
+
+            cached = self.__dict__["_decoded_detail"] = decode_json(self.detail) if self.detail else {}
+        return cached
+
+    @property
+    def cards(self) -> list[dict[str, Any]]:
+        """The cards returned, as sent."""
+        return self._detail().get("cards", []) if self.detail else (self.inline_cards or [])
+
+    @property
+    def facts(self) -> dict[str, list[dict[str, Any]]]:
+        """rule id -> the facts its card used."""
+        return self._detail().get("facts", {}) if self.detail else (self.inline_facts or {})
+
+    @property
+    def record_snapshot(self) -> dict[str, Any] | None:
+        """The normalised record this call was decided on (decompressed), or None (errors, 412s)."""
+        if self.inline_snapshot is not None:
+            return self.inline_snapshot
+        if self.snapshot_row is None:
+            return None
+        cached = self.__dict__.get("_decoded_snapshot")
+        if cached is None:
+            from .compact import decode_json
+
+            cached = self.__dict__["_decoded_snapshot"] = decode_json(self.snapshot_row.content)
+        return cached
+
+
+class RecordSnapshotRow(Base):
+    """A normalised record, zlib-compressed JSON, stored once and referenced by its SHA-256."""
+
+    __tablename__ = "record_snapshot"
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    raw_bytes: Mapped[int] = mapped_column(Integer)  # size before compression
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
 class CardRow(Base):

@@ -18,7 +18,7 @@ README = REPO_DIR / "README.md"
 MEANINGS = {
     "host": "Bind address of `cds-service serve` (use `0.0.0.0` in a container).",
     "port": "Port of `cds-service serve`.",
-    "workers": "gunicorn worker processes (each with 4 threads).",
+    "workers": "gunicorn worker processes (measured best: one per CPU; README \"Serving\").",
     "hooks_dir": "Directory of the CDS service definitions (one YAML file per service); validated at start-up.",
     "knowledge_dir": "Directory with an alternative knowledge file set (`knowledge.yaml`, `drugs.yaml`, RxNorm CSV); empty = the one shipped in the package.",
     "database_url": "SQLAlchemy URL of the audit store and JWT replay cache: a SQLite file (one host) or `postgresql+psycopg://...` (shared by several instances).",
@@ -51,6 +51,13 @@ MEANINGS = {
     "fetch_max_page_bytes": "Largest FHIR answer (one page) read from `fhirServer`; a larger one is reported as a data gap, not read.",
     "fetch_max_call_bytes": "Most bytes read from `fhirServer` for one hook call, all keys and pages together.",
     "feedback_max_items": "Most feedback items in one feedback call (413 above).",
+    "audit_spool_dir": "Directory of the audit spool (one append-only file per worker, shipped to the database by the writer); empty = `<SQLite file>.spool`, or `cds-audit-spool/` in the working directory for PostgreSQL.",
+    "audit_spool_fsync": "When a spooled audit record is fsynced: `always` (before each response), `interval` (every 0.2 s by the writer; a killed process loses nothing) or `off` (the OS decides).",
+    "worker_class": "`cds-service serve` worker model: `buffered` (threads; a request is read whole without holding a thread, within the header/body deadlines), `gthread` or `sync` (gunicorn's).",
+    "worker_threads": "Threads per worker (`buffered`, `gthread`).",
+    "worker_keepalive_seconds": "How long an idle client connection is kept open between calls (`buffered`, `gthread`); 0 = one call per connection. An idle kept-alive connection holds no thread in the `buffered` worker.",
+    "request_header_timeout_seconds": "`buffered` workers: a connection must send its request headers within this time (else 408 and closed).",
+    "request_body_timeout_seconds": "`buffered` workers: the whole request body must arrive within this time after the headers (else 408 and closed).",
 }
 
 CONFIG_MARK = "config"
@@ -76,6 +83,8 @@ def _source_comment(name: str) -> str:
 def _default(f) -> str:  # type: ignore[no-untyped-def]
     if f.name == "hooks_dir":
         return "`hooks/` of the checkout, else the copy shipped in the package"
+    if f.name == "workers":
+        return "number of CPUs"
     value = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
     if isinstance(value, tuple):
         return f"`{','.join(value)}`" if value else "(empty)"

@@ -65,3 +65,39 @@ def test_feedback_while_the_store_is_down_is_a_503_outcome_not_a_500(app_factory
     resp = app.test_client().post(f"/cds-services/{PATIENT_VIEW}/feedback", json=_feedback("c-1"))
     assert resp.status_code == 503
     assert resp.get_json()["issue"][0]["details"]["coding"][0]["code"] == "audit-store-unavailable"
+
+
+def test_feedback_that_arrives_before_its_call_is_shipped_is_linked_when_it_is(app_factory):
+    """The call's record is still in the spool (the database was busy): the feedback is kept as an unknown
+    card, then linked to its call and rule when the writer ships the call."""
+    from sqlalchemy import select
+
+    from cds_service.audit.schema import FeedbackRow
+
+    from .helpers import PATIENT_VIEW, patient_view_body, rows
+
+    app = app_factory()
+    store = app.extensions["cds"].store
+    client = app.test_client()
+    held = []
+    real = store._ship_batch
+    store._ship_batch = lambda batch: held.append(batch)  # the writer cannot ship yet
+    cards = client.post(f"/cds-services/{PATIENT_VIEW}", json=patient_view_body("hi-early", mg=1.1)).get_json()["cards"]
+    import time
+
+    deadline = time.monotonic() + 10
+    while not held and time.monotonic() < deadline:  # the writer took the record and could not ship it
+        store._wake.set()
+        time.sleep(0.05)
+    assert held
+    card = next(c for c in cards if c["source"]["topic"]["code"] == "hypomagnesemia")
+    fb = client.post(f"/cds-services/{PATIENT_VIEW}/feedback", json={"feedback": [
+        {"card": card["uuid"], "outcome": "accepted", "outcomeTimestamp": "2026-11-25T12:01:00Z"}]})
+    assert fb.get_json()["feedback"][0]["unknownCard"] is True
+    store._ship_batch = real
+    for batch in held:
+        real(batch)
+    [row] = rows(app)
+    with store.sessions() as s:
+        [linked] = s.scalars(select(FeedbackRow)).all()
+    assert (linked.unknown_card, linked.invocation_id, linked.rule) == (False, row.id, "hypomagnesemia")

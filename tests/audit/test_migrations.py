@@ -9,7 +9,7 @@ from cds_service.audit.migrate import current_revision, downgrade, head_revision
 from cds_service.audit.schema import Base
 from cds_service.audit.store import AuditStore, make_engine
 
-TABLES = {"invocation", "card", "feedback", "seen_jti", "alembic_version"}
+TABLES = {"invocation", "card", "feedback", "seen_jti", "record_snapshot", "alembic_version"}
 
 
 def test_upgrade_from_empty_matches_the_models(db_url):
@@ -17,14 +17,14 @@ def test_upgrade_from_empty_matches_the_models(db_url):
     assert set(inspect(engine).get_table_names()) == set()
     upgrade(engine)
     assert set(inspect(engine).get_table_names()) == TABLES
-    assert current_revision(engine) == head_revision() == "0002"
+    assert current_revision(engine) == head_revision() == "0003"
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
     assert diff == [], f"models and migrations differ: {diff}"
     downgrade(engine, "base")
     assert set(inspect(engine).get_table_names()) == {"alembic_version"}
     upgrade(engine)
-    assert current_revision(engine) == "0002"
+    assert current_revision(engine) == "0003"
     engine.dispose()
 
 
@@ -34,7 +34,7 @@ def test_a_database_made_before_migrations_is_stamped_and_upgraded(db_url):
     with engine.begin() as conn:
         conn.execute(text("DROP TABLE alembic_version"))
     store = AuditStore(db_url)  # what a worker does at start-up
-    assert current_revision(store.engine) == "0002"
+    assert current_revision(store.engine) == "0003"
     assert "client" in {c["name"] for c in inspect(store.engine).get_columns("invocation")}
     store.close()
     engine.dispose()
@@ -43,7 +43,7 @@ def test_a_database_made_before_migrations_is_stamped_and_upgraded(db_url):
 def test_upgrading_twice_is_a_no_op(sqlite_url):
     AuditStore(sqlite_url).close()
     store = AuditStore(sqlite_url)
-    assert current_revision(store.engine) == "0002"
+    assert current_revision(store.engine) == "0003"
     store.close()
 
 
@@ -51,5 +51,5 @@ def test_a_plain_postgresql_url_uses_psycopg3(postgres_url):
     plain = postgres_url.replace("postgresql+psycopg://", "postgresql://")
     assert plain != postgres_url
     store = AuditStore(plain)
-    assert store.engine.url.drivername == "postgresql+psycopg" and current_revision(store.engine) == "0002"
+    assert store.engine.url.drivername == "postgresql+psycopg" and current_revision(store.engine) == "0003"
     store.close()

@@ -21,45 +21,45 @@ REPO = Path(__file__).resolve().parents[2]
 DOWN = "postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1"  # nothing listens on port 1
 
 
-def test_store_outage_is_counted_and_the_hook_still_answers(app_factory):
+def test_store_outage_keeps_records_in_the_spool_and_ships_them_when_it_returns(app_factory):
     app = app_factory()
     store = app.extensions["cds"].store
-    store.retry_delays = (0.01,)
+    working = store.sessions
     store.sessions = sessionmaker(make_engine(DOWN))  # the database goes away after start-up
     resp = app.test_client().post(f"/cds-services/{PATIENT_VIEW}", json=patient_view_body("hi-outage"))
     assert resp.status_code == 200 and resp.get_json()["cards"]
-    assert store.flush()
+    assert not store.flush(timeout=1.0)  # nothing can be shipped, and nothing is thrown away
     stats = store.stats()
-    assert (stats["written"], stats["failed"], stats["dropped"], stats["queued"]) == (0, 1, 0, 0)
-    assert stats["lastError"] and "OperationalError" in stats["lastError"]
+    assert (stats["written"], stats["failed"], stats["dropped"], stats["queued"]) == (0, 0, 0, 1)
+    assert stats["lastError"] and "OperationalError" in stats["lastError"] and stats["spoolBytes"] > 0
     ready = app.test_client().get("/readyz").get_json()
-    assert ready["checks"]["auditWriter"]["failed"] == 1
+    assert ready["checks"]["auditWriter"]["queued"] == 1 and ready["checks"]["auditWriter"]["lagSeconds"] > 0
+    store.sessions = working  # the database is back
+    assert [r.hook_instance for r in rows(store)] == ["hi-outage"]
+    assert store.stats()["queued"] == 0 and store.stats()["lagSeconds"] == 0.0 and store.stats()["spoolBytes"] == 0
 
 
-def test_a_full_queue_drops_and_counts_but_never_blocks(sqlite_url):
+def test_a_stalled_database_never_blocks_the_caller_and_loses_nothing(sqlite_url):
     import threading
-    import time
 
-    store = AuditStore(sqlite_url, queue_size=1)
+    store = AuditStore(sqlite_url)
     entered, release = threading.Event(), threading.Event()
-    real_insert = store._insert
+    real_ship = store._ship_now
 
-    def slow_insert(inv):  # the database stalls on the first write
+    def stalled(batch, retry=True):  # the database stalls on the first write
         entered.set()
-        release.wait(10)
-        real_insert(inv)
+        release.wait(30)
+        real_ship(batch, retry=retry)
 
-    store._insert = slow_insert
-    store.record_invocation(invocation("hi-1"))
+    store._ship_now = stalled
+    store.record_invocation(invocation("hi-0"))
     assert entered.wait(5)
-    store.record_invocation(invocation("hi-2"))  # fills the queue (size 1)
-    t0 = time.monotonic()
-    store.record_invocation(invocation("hi-3"))  # no room: dropped and counted, immediately
-    assert time.monotonic() - t0 < 0.5
+    for i in range(1, 300):  # would hang here if recording waited for the writer
+        store.record_invocation(invocation(f"hi-{i}"))
+    assert store.stats()["queued"] >= 299 and store.stats()["dropped"] == 0
     release.set()
-    assert [r.hook_instance for r in rows(store)] == ["hi-1", "hi-2"]
-    assert (store.stats()["written"], store.stats()["dropped"]) == (2, 1)
-    assert store.stats()["lastError"] == "audit queue full"
+    assert sorted(r.hook_instance for r in rows(store)) == sorted(f"hi-{i}" for i in range(300))
+    assert (store.stats()["written"], store.stats()["dropped"], store.stats()["failed"]) == (300, 0, 0)
     store.close()
 
 
@@ -125,31 +125,58 @@ def test_purge_uses_the_retention_setting(sqlite_url, monkeypatch):
 
 
 def test_a_burst_is_written_in_batches_and_one_bad_record_loses_no_other(sqlite_url):
-    """Calls queued faster than one commit each share transactions (WRITE_BATCH); a record the database
-    refuses makes its batch fall back to one transaction per record, so only that record is lost."""
+    """Calls spooled faster than one commit each share transactions (WRITE_BATCH); a record the database
+    refuses makes its batch fall back to one transaction per record: only that record is set aside
+    (kept in the spool's rejected/ directory and counted)."""
     import threading
 
     from cds_service.audit import store as store_module
+    from cds_service.audit.spool import read_frames
 
     store = AuditStore(sqlite_url)
     gate, batches = threading.Event(), []
-    real_batch = store._write_batch
+    real_batch = store._ship_batch
 
-    def held_batch(batch):  # hold the writer on its first batch so that the rest queue up behind it
+    def held_batch(batch):  # hold the writer on its first batch so that the rest pile up in the spool
         batches.append(len(batch))
         if len(batches) == 1:
             gate.wait(10)
         real_batch(batch)
 
-    store._write_batch = held_batch
+    store._ship_batch = held_batch
     store.record_invocation(invocation("burst-0"))
     bad = invocation("burst-bad")
-    bad.cards = [{"uuid": "c-bad", "indicator": "info", "source": {"topic": {"code": "x"}}, "detail": {1, 2}}]  # not JSON
-    for i in range(1, 120):
+    bad.service_id = None  # NOT NULL in the database
+    for i in range(1, 500):
         store.record_invocation(bad if i == 60 else invocation(f"burst-{i}"))
     gate.set()
     written = [r.hook_instance for r in rows(store)]
-    assert len(written) == 119 and "burst-bad" not in written
-    assert max(batches) == store_module.WRITE_BATCH > 1  # the queued records were written 50 to a transaction
-    assert (store.stats()["written"], store.stats()["failed"]) == (119, 1)
+    assert len(written) == 499 and "burst-bad" not in written
+    assert max(batches) == store_module.WRITE_BATCH > 1
+    assert (store.stats()["written"], store.stats()["failed"]) == (499, 1)
+    [rejected] = (store.spool_dir / "rejected").iterdir()
+    with open(rejected, "rb") as fh:
+        assert [f.meta["hook_instance"] for f in read_frames(fh)] == ["burst-bad"]
+    store.close()
+
+
+def test_get_returns_cards_facts_and_the_decompressed_snapshot_by_hook_instance(app_factory):
+    app = app_factory()
+    resp = app.test_client().post(f"/cds-services/{PATIENT_VIEW}", json=patient_view_body("hi-get", mg=1.1))
+    store = app.extensions["cds"].store
+    assert store.flush()
+    got = store.get("hi-get")
+    assert got["cards"] == resp.get_json()["cards"]
+    assert got["facts"]["hypomagnesemia"][0]["value"] == 1.1
+    assert got["recordSnapshot"]["labs"]["magnesium"][0]["value"] == 1.1
+    assert store.get("no-such-call") is None
+
+
+def test_an_unwritable_spool_falls_back_to_writing_the_database_directly(sqlite_url, tmp_path):
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("a file where the spool directory should be")
+    store = AuditStore(sqlite_url, spool_dir=str(blocked))
+    store.record_invocation(invocation("hi-no-spool"))
+    assert [r.hook_instance for r in rows(store)] == ["hi-no-spool"]
+    assert store.stats()["dropped"] == 0 and "audit spool" in store.stats()["lastError"]
     store.close()

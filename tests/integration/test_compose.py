@@ -78,6 +78,17 @@ def test_one_port_for_both_replicas(compose):
     assert _depends(lb) == {"cds": "service_healthy"}
 
 
+def test_the_proxy_buffers_whole_requests_within_bounded_times(compose):
+    """Slow clients stop at nginx (issue 12): request bodies buffered before the service sees them, header and
+    body read deadlines; the service's audit spool is on a volume."""
+    script = " ".join(compose["services"]["lb"]["command"])
+    for directive in ("proxy_request_buffering on;", "client_header_timeout 10s;", "client_body_timeout 10s;",
+                      "client_body_buffer_size 1m;"):
+        assert directive in script
+    cds = compose["services"]["cds"]
+    assert _env(cds)["CDS_AUDIT_SPOOL_DIR"].startswith("/app/data/") and "cds-spool:/app/data" in cds["volumes"]
+
+
 def test_fixture_loader_is_a_one_shot_that_waits_for_hapi(compose):
     fx = compose["services"]["fixtures"]
     assert fx["command"][:3] == ["cds-service", "fixtures", "load"]

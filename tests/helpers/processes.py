@@ -1,0 +1,172 @@
+"""Real processes for the durability tests: `cds-service serve` (gunicorn), its workers, a cuttable TCP proxy."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+CLI = str(Path(sys.executable).with_name("cds-service"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Served:
+    """`cds-service serve` on a free port, with its own environment; stopped (SIGTERM) on exit."""
+
+    def __init__(self, tmp: Path, database_url: str, workers: int = 2, **env: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = tmp / f"serve-{self.port}.log"
+        self.env = {**os.environ, "CDS_AUTH_MODE": "off", "CDS_DATABASE_URL": database_url,
+                    "CDS_WORKERS": str(workers), "CDS_PORT": str(self.port), "CDS_HOST": "127.0.0.1",
+                    "CDS_AUDIT_SPOOL_DIR": str(tmp / "spool"), **env}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait: float = 60.0) -> "Served":
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([CLI, "serve"], env=self.env, cwd=REPO, stdout=self._log, stderr=self._log)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"serve exited ({self.proc.returncode}): {self.log()}")
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"serve did not come up: {self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def workers(self) -> list[int]:
+        """pids of the gunicorn workers (children of the master)."""
+        assert self.proc is not None
+        out = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:
+                    continue
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                if ppid == self.proc.pid:
+                    out.append(int(entry.name))
+        return sorted(out)
+
+    def wait_for_workers(self, n: int, exclude: set[int] = frozenset(), wait: float = 60.0) -> list[int]:  # type: ignore[assignment]
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            pids = [p for p in self.workers() if p not in exclude]
+            if len(pids) >= n:
+                return pids
+            time.sleep(0.2)
+        raise AssertionError(f"workers did not come back: {self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM, wait: float = 60.0) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(wait)
+        finally:
+            self._log.close()
+
+    def __enter__(self) -> "Served":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._log.close()
+
+
+class CuttableProxy:
+    """A TCP proxy to a database (or any server) that can be cut (an outage) and restored, on one port."""
+
+    def __init__(self, target_host: str, target_port: int):
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._listener: socket.socket | None = None
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self.up = False
+
+    def start(self) -> "CuttableProxy":
+        ls = socket.socket()
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind(("127.0.0.1", self.port))
+        ls.listen(64)
+        self._listener, self.up = ls, True
+        threading.Thread(target=self._accept, args=(ls,), daemon=True).start()
+        return self
+
+    def _accept(self, ls: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = ls.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self) -> None:
+        """The database goes away: no new connections, open ones reset."""
+        self.up = False
+        if self._listener is not None:
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+            except OSError:
+                pass
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for s in conns:
+            try:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                s.close()
+            except OSError:
+                pass
+
+    def restore(self) -> None:
+        if not self.up:
+            self.start()
+
+    def stop(self) -> None:
+        self.cut()
