@@ -148,7 +148,9 @@ def measure(synthea: Path | None = None, *, fixtures: bool = True) -> dict[str, 
 
 def markdown(burdens: dict[str, Burden]) -> str:
     """One table per population: cards per 100 chart openings by rule and indicator, then totals."""
-    titles = {"generated": f"Generated patients ({synthea_dir()})", "fixtures": "Fixture scenarios (fixtures/scenarios.yaml)"}
+    where = synthea_dir()
+    shown = f"../{where.relative_to(REPO.parent)}" if where.is_relative_to(REPO.parent) else str(where)
+    titles = {"generated": f"Generated patients ({shown})", "fixtures": "Fixture scenarios (fixtures/scenarios.yaml)"}
     parts: list[str] = []
     for name, b in burdens.items():
         parts += [f"### {titles.get(name, name)}", "",

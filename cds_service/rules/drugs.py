@@ -114,8 +114,8 @@ def _past_min_days(ctx: RuleContext, m) -> list[str]:
 
 
 def magnesium_monitoring_gap(ctx: RuleContext) -> Finding | None:
-    """On a drug whose label or guideline recommends magnesium monitoring (knowledge classes with ``monitoring``:
-    PPI, platinum, EGFR antibodies, amphotericin B, foscarnet), taken longer than that class's ``min_days``, with no
+    """On a drug whose label or guideline recommends magnesium monitoring (knowledge classes with `monitoring`:
+    PPI, platinum, EGFR antibodies, amphotericin B, foscarnet), taken longer than that class's `min_days`, with no
     magnesium result in the monitoring window: suggest checking magnesium (info). Classes without such a source
     (loop and thiazide diuretics among them) never get this card. Drugs without a recorded start date do not count
     (duration unknown); when labs could not be read at all the rule stays silent (the data-gaps card says so).
