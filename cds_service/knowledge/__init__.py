@@ -65,6 +65,15 @@ class ConditionSet(_Strict):
     prefixes: list[CodeDef] = Field(default_factory=list)
 
 
+class Monitoring(_Strict):
+    """A label or guideline that recommends measuring magnesium on a drug class (the monitoring-gap card's ground)."""
+
+    source: str  # the document that recommends it (a source id)
+    says: str  # what it recommends, in a few words (quoted on the card)
+    min_days: int = 0  # on the drug longer than this before a missing magnesium counts as a gap
+    min_days_source: str | None = None  # where min_days comes from (default: the same source)
+
+
 class DrugClass(_Strict):
     id: str = ""
     display: str
@@ -78,6 +87,7 @@ class DrugClass(_Strict):
     measure_before_cycle_source: str | None = None
     local_route_note: str = ""  # said when a local-route product of the class is set aside
     local_route_source: str | None = None
+    monitoring: Monitoring | None = None  # only classes with one get the monitoring-gap card
 
 
 class Ingredient(_Strict):
@@ -117,6 +127,18 @@ class KnowledgeModel(_Strict):
     ingredients: dict[str, Ingredient]
     routes: dict[str, RouteDef]
     route_source: str = "fhir-route-codes"
+    # sources kept beside the drug classes that cite them (drugs.yaml), merged into ``sources`` on load
+    drug_sources: dict[str, Source] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_drug_sources(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("drug_sources"):
+            both = set(data.get("sources") or {}) & set(data["drug_sources"])
+            if both:
+                raise ValueError(f"drug_sources: defined twice (also in sources): {sorted(both)}")
+            data = {**data, "sources": {**(data.get("sources") or {}), **data["drug_sources"]}}
+        return data
 
     @model_validator(mode="after")
     def _check_references(self) -> "KnowledgeModel":
@@ -131,6 +153,14 @@ class KnowledgeModel(_Strict):
             for src in (c.source, c.exposure_source, c.local_route_source, c.measure_before_cycle_source):
                 if src is not None and src not in self.sources:
                     problems.append(f"classes.{key}: unknown source {src!r}")
+            if c.monitoring is not None:
+                if not c.wasting:
+                    problems.append(f"classes.{key}: monitoring is only for magnesium-wasting classes")
+                for src in (c.monitoring.source, c.monitoring.min_days_source):
+                    if src is not None and src not in self.sources:
+                        problems.append(f"classes.{key}.monitoring: unknown source {src!r}")
+                if c.monitoring.min_days < 0:
+                    problems.append(f"classes.{key}.monitoring: min_days must be >= 0")
             if c.exposure_window_days is not None and c.exposure_source is None:
                 problems.append(f"classes.{key}: exposure_window_days needs an exposure_source")
         if self.route_source not in self.sources:

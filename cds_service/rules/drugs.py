@@ -100,19 +100,33 @@ def magnesium_wasting_drug(ctx: RuleContext) -> Finding | None:
                    facts=facts, source="guidance", override_reasons=GENERAL_OVERRIDES)
 
 
+def _monitored_classes(ctx: RuleContext, m) -> list[str]:
+    """The classes of ``m`` whose label or guideline recommends magnesium monitoring (knowledge ``monitoring``)."""
+    classes = ctx.knowledge.model.classes
+    return sorted(c for c in m.classes() if c in classes and classes[c].monitoring is not None)
+
+
+def _past_min_days(ctx: RuleContext, m) -> list[str]:
+    """The monitored classes of ``m`` it has been taken longer than the class's min_days for."""
+    classes = ctx.knowledge.model.classes
+    return [c for c in _monitored_classes(ctx, m)
+            if ctx.now - m.start > timedelta(days=classes[c].monitoring.min_days)]
+
+
 def magnesium_monitoring_gap(ctx: RuleContext) -> Finding | None:
-    """On a wasting drug longer than the policy's minimum with no magnesium result in the monitoring window:
-    suggest checking magnesium (info). Drugs without a recorded start date do not count (duration unknown);
-    when labs could not be read at all the rule stays silent (the data-gaps card says so).
+    """On a drug whose label or guideline recommends magnesium monitoring (knowledge classes with `monitoring`:
+    PPI, platinum, EGFR antibodies, amphotericin B, foscarnet), taken longer than that class's `min_days`, with no
+    magnesium result in the monitoring window: suggest checking magnesium (info). Classes without such a source
+    (loop and thiazide diuretics among them) never get this card. Drugs without a recorded start date do not count
+    (duration unknown); when labs could not be read at all the rule stays silent (the data-gaps card says so).
 
     On order hooks: relevant when a drafted order is a wasting drug or a magnesium/potassium product.
     """
     if ctx.record.available.get("labs") is False:
         return None
-    min_days = float(ctx.policy("monitoring_min_drug_days"))
     window = float(ctx.policy("monitoring_window_days"))
-    long_users = [m for m in active_with_class(ctx, *wasting_classes(ctx))
-                  if m.start is not None and ctx.now - m.start > timedelta(days=min_days)]
+    monitored = tuple(k for k, c in ctx.knowledge.model.classes.items() if c.monitoring is not None)
+    long_users = [m for m in active_with_class(ctx, *monitored) if m.start is not None and _past_min_days(ctx, m)]
     if not long_users:
         return None
     latest = ctx.record.latest("magnesium")
@@ -121,18 +135,25 @@ def magnesium_monitoring_gap(ctx: RuleContext) -> Finding | None:
     longest = max(long_users, key=lambda m: ctx.now - m.start)
     last = f"last magnesium {latest.effective.date()}" if latest is not None else "no magnesium result"
     summary = f"No magnesium check in {window:g} days ({last}) while on {longest.label} for {days_since(ctx, longest.start)} days"
-    lines = [f"Magnesium-wasting drug{'s' if len(long_users) > 1 else ''} taken for more than {min_days:g} days:", ""]
+    lines = [f"Drug{'s' if len(long_users) > 1 else ''} whose label or guideline recommends magnesium monitoring:", ""]
     lines += _drug_lines(ctx, long_users)
+    lines += ["", "Why magnesium is checked on these drugs:", ""]
+    k = ctx.knowledge
+    for cls in sorted({c for m in long_users for c in _past_min_days(ctx, m)}):
+        mon = k.model.classes[cls].monitoring
+        after = f"; counted after {mon.min_days} days on it" if mon.min_days else ""
+        lines.append(f"- {k.model.classes[cls].display}: {mon.says} ({k.source(mon.source).citation}){after}")
     lines += ["", "Magnesium:"]
     lines.append(lab_fact_line(latest, "magnesium", now=ctx.now) + f" — older than {window:g} days" if latest is not None
                  else f"- no magnesium result in the record (labs are read back {ctx.policy('lookback_days')} days)")
     lines += ["", "Check serum magnesium (and replace it if low).", "",
-              policy_note(ctx, "monitoring_min_drug_days", "monitoring_window_days")]
+              policy_note(ctx, "monitoring_window_days")]
     suggestions = ()
     if not drafted_test(ctx, analyte_codes(ctx, "magnesium")):
         sr = lab_service_request(ctx, "19123-9", "Monitoring on a magnesium-wasting drug")
         suggestions = (Suggestion("Order serum magnesium", (Action("create", "Order serum magnesium (LOINC 19123-9)", sr),),
                                   is_recommended=True, key="order-magnesium"),)
     facts = tuple(m.to_fact() for m in long_users) + ((latest.to_fact(),) if latest is not None else ())
+    cited = k.model.classes[_past_min_days(ctx, longest)[0]].monitoring.source  # the card cites what recommends the check
     return Finding(rule="magnesium-monitoring-gap", indicator="info", summary=summary, detail="\n".join(lines),
-                   facts=facts, source="guidance", suggestions=suggestions)
+                   facts=facts, source=cited, suggestions=suggestions)

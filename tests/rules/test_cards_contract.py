@@ -29,7 +29,7 @@ def scenarios():
                            lab("magnesium", 1.4, at=ago(1)), lab("creatinine", 0.8, at=ago(1)), lab("weight", 70, at=ago(2)))
     extrarenal = record(lab("urine_magnesium", 1, at=ago(1)), lab("urine_creatinine", 100, at=ago(1)),
                         lab("magnesium", 1.4, at=ago(1)), lab("creatinine", 0.8, at=ago(1)), lab("weight", 70, at=ago(2)))
-    gap = record(*normal_kidneys(), meds=[med("pantoprazole", start=ago(300))])
+    gap = record(*normal_kidneys(), meds=[med("pantoprazole", start=ago(400))])  # a PPI for more than a year
     plain_low = record(lab("magnesium", 1.6), *normal_kidneys())
     high = record(lab("magnesium", 4.4), *failing_kidneys(),
                   drafts=[med("magnesium oxide", dose=(400, "mg"), timing="twice daily", draft=True, rid="mgo")])

@@ -48,7 +48,7 @@ def test_drafted_wasting_drug_is_not_an_active_one():
 
 # ---------------------------------------------------------------- magnesium-monitoring-gap
 def test_monitoring_gap_suggests_a_magnesium_check():
-    f = run("magnesium-monitoring-gap", record(meds=[med("omeprazole", start=ago(200))]))
+    f = run("magnesium-monitoring-gap", record(meds=[med("omeprazole", start=ago(400))]))
     assert f.indicator == "info" and "no magnesium result" in f.summary
     (s,) = f.suggestions
     res = s.actions[0].resource
@@ -57,25 +57,58 @@ def test_monitoring_gap_suggests_a_magnesium_check():
 
 
 @pytest.mark.parametrize("start, mg_age, fires", [
-    (ago(31), None, True),
-    (ago(30), None, False),        # exactly 30 days: not longer than the policy minimum
+    (ago(366), None, True),
+    (ago(365), None, False),       # exactly a year: not longer than the PPI's min_days (FDA: "more than a year")
+    (ago(200), None, False),       # six months of a PPI: the FDA communication's "in most cases" is not reached
     (None, None, False),           # start unknown: duration unknown, not guessed
-    (ago(200), 180, False),        # a result exactly 180 days old still closes the gap
-    (ago(200), 181, True),
+    (ago(400), 180, False),        # a result exactly 180 days old still closes the gap
+    (ago(400), 181, True),
 ])
-def test_monitoring_gap_boundaries(start, mg_age, fires):
+def test_monitoring_gap_boundaries_on_a_ppi(start, mg_age, fires):
     labs = (lab("magnesium", 2.0, at=ago(mg_age)),) if mg_age is not None else ()
-    rec = record(*labs, meds=[med("hydrochlorothiazide", start=start)])
+    rec = record(*labs, meds=[med("omeprazole", start=start)])
     assert (run("magnesium-monitoring-gap", rec) is not None) is fires
 
 
+@pytest.mark.parametrize("drug", ["hydrochlorothiazide", "chlorthalidone", "furosemide", "bumetanide", "gentamicin"])
+def test_drugs_without_a_magnesium_monitoring_recommendation_never_get_the_card(drug):
+    """Issue 16: their labels ask for electrolytes (potassium named) or kidney function, not for magnesium."""
+    rec = record(meds=[med(drug, start=ago(3000))])
+    assert run("magnesium-monitoring-gap", rec) is None
+
+
+@pytest.mark.parametrize("drug, cls, source", [
+    ("cisplatin", "platinum", "kidney360-2021"),
+    ("carboplatin", "platinum", "kidney360-2021"),
+    ("cetuximab", "egfr-antibody", "egfr-antibody-2009"),
+    ("panitumumab", "egfr-antibody", "egfr-antibody-2009"),
+    ("foscarnet", "foscarnet", "foscavir-label"),
+    ("amphotericin b", "amphotericin-b", "ambisome-label"),
+])
+def test_drugs_monitored_from_the_start_fire_on_day_one_and_cite_their_source(drug, cls, source):
+    f = run("magnesium-monitoring-gap", record(meds=[med(drug, start=ago(1))]))
+    assert f is not None and f.source == source
+    assert "Why magnesium is checked on these drugs:" in f.detail
+    assert run("magnesium-monitoring-gap", record(meds=[med(drug, start=None)])) is None
+
+
+def test_monitoring_gap_card_says_why_and_cites_the_ppi_communication():
+    f = run("magnesium-monitoring-gap", record(meds=[med("omeprazole", start=ago(400), rid="o1"),
+                                                     med("furosemide", start=ago(400), rid="f1")]))
+    assert f.source == "fda-ppi-2011"
+    assert "proton-pump inhibitor: hypomagnesemia mostly after more than a year" in f.detail
+    assert "counted after 365 days on it" in f.detail
+    assert "Furosemide" not in f.detail  # not a monitored class: not named as a reason
+    assert [x["source"]["id"] for x in f.facts if x["kind"] == "medication"] == ["o1"]
+
+
 def test_monitoring_gap_is_silent_when_labs_could_not_be_read():
-    rec = record(meds=[med("omeprazole", start=ago(200))], available={"labs": False})
+    rec = record(meds=[med("omeprazole", start=ago(400))], available={"labs": False})
     assert run("magnesium-monitoring-gap", rec) is None
 
 
 def test_monitoring_gap_no_suggestion_when_magnesium_is_already_drafted():
-    rec = record(meds=[med("omeprazole", start=ago(200))], services=[drafted_test("19123-9")])
+    rec = record(meds=[med("omeprazole", start=ago(400))], services=[drafted_test("19123-9")])
     assert run("magnesium-monitoring-gap", rec).suggestions == ()
 
 
