@@ -227,5 +227,5 @@ def test_invoke_gives_the_scenarios_cards(installed, checkout_requests, tmp_path
     scenario = next(s for s in list_scenarios(REPO / "fixtures") if s.expected["patient-view"])
     request = tmp_path / "request.json"
     request.write_text(checkout_requests[f"{scenario.id}.patient-view.prefetch.json"], encoding="utf-8")
-    response = json.loads(installed.run("invoke", str(request), "--now", FIXED_NOW.isoformat()).stdout)
+    response = json.loads(installed.run("invoke", str(request), "--json", "--now", FIXED_NOW.isoformat()).stdout)
     assert {card["source"]["topic"]["code"] for card in response["cards"]} == set(scenario.expected["patient-view"])
