@@ -41,12 +41,14 @@ def validate_fhir_r4(resource: dict[str, Any]) -> None:
         raise InvalidSuggestion(f"{rtype} is not valid FHIR R4: {exc}") from exc
 
 
-def build_card(finding: Finding, hook_instance: str, knowledge: Knowledge) -> dict[str, Any]:
+def build_card(finding: Finding, hook_instance: str, knowledge: Knowledge, cited_on: str | None = None) -> dict[str, Any]:
+    """One card; ``cited_on`` names the earlier card of the response that already cites the same source (the
+    footer then points to it instead of repeating the citation; ``source`` still carries label and url)."""
     src = knowledge.source(finding.source)
     card: dict[str, Any] = {
         "uuid": card_uuid(hook_instance, finding.rule),
         "summary": _summary(finding.summary),
-        "detail": finding.detail + _footer(knowledge, finding),
+        "detail": finding.detail + _footer(knowledge, finding, cited_on),
         "indicator": finding.indicator,
         "source": {
             "label": src.title,
@@ -79,9 +81,10 @@ def build_card(finding: Finding, hook_instance: str, knowledge: Knowledge) -> di
     return card
 
 
-def _footer(knowledge: Knowledge, finding: Finding) -> str:
+def _footer(knowledge: Knowledge, finding: Finding, cited_on: str | None = None) -> str:
     src = knowledge.source(finding.source)
-    return f"\n\n_Source: {src.citation}. Knowledge version {knowledge.version}; rule `{finding.rule}`._"
+    cited = f"as on {cited_on}" if cited_on else src.citation
+    return f"\n\n_Source: {cited}. Knowledge version {knowledge.version}; rule `{finding.rule}`._"
 
 
 def gap_finding(gaps: Iterable[DataGap], max_items: int = 12) -> Finding | None:

@@ -40,7 +40,7 @@ from .common import (
     systemic_drafts_with_class,
 )
 from .doses import administrations_per_48h, daily_micrograms, magnesium_dose, magnesium_load_48h
-from .regimens import Regimen, iv_regimen, iv_regimen_text, oral_regimen, paediatric_text
+from .regimens import Regimen, iv_regimen, iv_regimen_text, oral_regimen, paediatric_text, renal_ceiling_text
 
 SNOMED = "http://snomed.info/sct"
 UCUM = "http://unitsofmeasure.org"
@@ -246,9 +246,10 @@ def order_magnesium_renal(ctx: RuleContext) -> Finding | None:
     ceiling_mmol = ceiling_g * per_g
     total = load.known_mmol
     exceeded = total > ceiling_mmol
-    lines = [f"Kidney function is below {kf.limit:g} mL/min:", "", kidney_line(ctx), "",
-             f"Ceiling in severe renal insufficiency: **{ceiling_g:g} g magnesium sulfate per 48 h** "
-             f"(= {ceiling_mmol:.1f} mmol Mg at {per_g:g} mmol/g). The label sets it for parenteral magnesium sulfate; it "
+    lines = [f"Kidney function is below {kf.limit:g} mL/min: magnesium is renally excreted and accumulates "
+             "(hypermagnesemia risk).", "", kidney_line(ctx), "",
+             f"Ceiling in severe renal insufficiency: {renal_ceiling_text(ctx)}; "
+             f"{ceiling_g:g} g = {ceiling_mmol:.1f} mmol Mg at {per_g:g} mmol/g. The label sets it for parenteral magnesium sulfate; it "
              "is applied here to every magnesium order together, by any route, and below this clearance the guidance "
              "advises against aggressive replacement of any kind.", "", "Magnesium over 48 h, every drafted and active order:"]
     for o in load.orders:
