@@ -15,6 +15,10 @@ from ..record.kidney import KidneyFunction, assess_kidney
 from ..record.model import LabResult, MedicationUse, PatientRecord
 
 Indicator = Literal["info", "warning", "critical"]
+
+# Section markers a rule may put among its detail lines: every line after one goes to that section of the card
+# (cards/sections.py; lines before any marker are placed by what they are).
+VALUES, ASSESSMENT, TODO = "§values", "§assessment", "§todo"
 INDICATOR_RANK = {"info": 0, "warning": 1, "critical": 2}
 
 

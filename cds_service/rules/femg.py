@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from ..record.derived import Derived, femg, urine_ca_cr_ratio
 from ..record.kidney import Estimate
 from ..record.model import LabResult
-from .base import Action, Finding, RuleContext, Suggestion, digits_for, lab_fact_line, short_value
+from .base import ASSESSMENT, TODO, Action, Finding, RuleContext, Suggestion, digits_for, lab_fact_line, short_value
 from .common import recent_exposures, wasting_classes  # issue 10 item 9
 from .common import (
     GENERAL_OVERRIDES,
@@ -245,8 +245,8 @@ def _renal_wasting_finding(ctx: RuleContext, summary: str, lines: list[str], fac
         else:
             lines.append(f"Urine Ca/Cr between {low:g} and {high:g} mg/mg: neither the Gitelman nor the Bartter/FHHNC pattern.")
     else:
-        lines.append("No urine calcium/creatinine from the same sample: measure it to tell Gitelman (low urine calcium) "
-                     "from Bartter or familial renal magnesium wasting (high urine calcium).")
+        lines += ["", TODO, "Measure urine calcium/creatinine (none from the same sample) to tell Gitelman (low urine "
+                  "calcium) from Bartter or familial renal magnesium wasting (high urine calcium).", ASSESSMENT]
         if not drafted_test(ctx, analyte_codes(ctx, "urine_calcium")):
             sr = lab_service_request(ctx, "17862-4", "Renal magnesium wasting: urine calcium/creatinine")
             suggestions = (Suggestion("Order spot urine calcium (with urine creatinine)",
@@ -254,11 +254,14 @@ def _renal_wasting_finding(ctx: RuleContext, summary: str, lines: list[str], fac
                                       key="order-urine-calcium"),)
     wasting = active_with_class(ctx, *wasting_classes(ctx))
     if wasting:
-        lines += ["", "Active magnesium-wasting drugs may explain renal wasting: " + ", ".join(m.label for m in wasting) + "."]
+        lines += ["", TODO, "Review the active magnesium-wasting drugs, which may explain renal wasting: "
+                  + ", ".join(m.label for m in wasting) + "."]
     exposed = recent_exposures(ctx, *wasting_classes(ctx))
     if exposed:
-        lines += ["", "Recent magnesium-wasting drugs (on hold or recently finished) may explain renal wasting: "
+        lines += ["", TODO, "Recent magnesium-wasting drugs (on hold or recently finished) may explain renal wasting: "
                   + ", ".join(m.label for m in exposed) + "."]
+    if TODO not in lines:
+        lines += ["", TODO, "Look for the cause of the renal magnesium loss (tubular disorder, drugs, or a genetic cause)."]
     return Finding(rule="femg-renal-wasting", indicator="warning", summary=summary, detail="\n".join(lines),
                    facts=tuple(facts), source=source, suggestions=suggestions, override_reasons=GENERAL_OVERRIDES)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from .base import Action, Finding, RuleContext, Suggestion, lab_fact_line, short_value, shown_pair
+from .base import ASSESSMENT, TODO, VALUES, Action, Finding, RuleContext, Suggestion, lab_fact_line, short_value, shown_pair
 from .common import (
     GENERAL_OVERRIDES,
     analyte_codes,
@@ -57,12 +57,15 @@ def hypomagnesemia(ctx: RuleContext) -> Finding | None:
     summary = (f"{'Severe h' if critical else 'H'}ypomagnesemia: magnesium {value} "
                f"({r.comparator or ''}{mmol} mmol/L) on {day}")
     lines = [
+        ASSESSMENT,
         f"Latest serum magnesium is below the lower limit {shown_limit} mg/dL ({limit_source}); "
         f"CTCAE grade {at_least}{grade}.",
         "",
+        VALUES,
         lab_fact_line(r, "magnesium", now=ctx.now, cutoffs=(limit, severe)),
         *unreadable_note(ctx, r),
         "",
+        TODO,
     ]
     if ctx.child:
         lines += [paediatric_text(ctx)]
@@ -86,8 +89,9 @@ def _stale(ctx: RuleContext) -> Finding | None:
     days = (ctx.now - r.effective).days
     window = ctx.policy("magnesium_advice_max_age_days")
     summary = f"Last magnesium was low ({r.comparator or ''}{r.value:.2f} mg/dL) {days} days ago, on {r.effective.date()}: re-measure"
-    lines = [f"The latest magnesium result is low but older than {window} days: measure it again before any "
-             "treatment decision.", "", lab_fact_line(r, "magnesium", now=ctx.now)]
+    lines = [ASSESSMENT, f"The latest magnesium result is low but older than {window} days.", "",
+             VALUES, lab_fact_line(r, "magnesium", now=ctx.now), "", TODO,
+             "Measure magnesium again before any treatment decision."]
     suggestions: tuple[Suggestion, ...] = ()
     if not drafted_test(ctx, analyte_codes(ctx, "magnesium")):
         sr = lab_service_request(ctx, "19123-9", "Last magnesium low but not recent")

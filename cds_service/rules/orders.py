@@ -5,7 +5,7 @@ from typing import Any
 
 from ..knowledge import ATC, RXNORM
 from ..record.model import LabResult, MedicationUse
-from .base import Action, Finding, OverrideReason, RuleContext, Suggestion, lab_fact_line, short_value
+from .base import TODO, VALUES, Action, Finding, OverrideReason, RuleContext, Suggestion, lab_fact_line, short_value
 from .common import (
     GENERAL_OVERRIDES,
     active_with_class,
@@ -111,7 +111,7 @@ def _wasting_draft_with_low_magnesium(ctx: RuleContext, drafts: list[MedicationU
     groups = group_by_ingredient(drafts)
     names = ", ".join(group_label(g) for g in groups)
     summary = f"Drafted {names} wastes magnesium; magnesium is {short_value(mg)} ({mg.effective.date()})"
-    lines = ["Latest magnesium is low:", "", lab_fact_line(mg, "magnesium"), "", "Drafted magnesium-wasting order(s):", ""]
+    lines = ["Latest magnesium is low:", "", lab_fact_line(mg, "magnesium", now=ctx.now), "", "Drafted magnesium-wasting order(s):", ""]
     for group in groups:
         lines += grouped_med_lines(ctx, group)
         for cls in sorted(c for c in group[0].classes() if k.model.classes[c].wasting):
@@ -119,7 +119,7 @@ def _wasting_draft_with_low_magnesium(ctx: RuleContext, drafts: list[MedicationU
     removable = [g for g in groups if _safer_alternative(ctx, g[0])]
     needed = [g for g in groups if not _safer_alternative(ctx, g[0])]
     suggestions: list[Suggestion] = []
-    lines.append("")
+    lines += ["", TODO]
     if removable:
         lines.append("Consider an alternative without magnesium wasting for " + ", ".join(g[0].label for g in removable) + ".")
         for g in removable:
@@ -201,7 +201,7 @@ def order_potassium_without_magnesium(ctx: RuleContext) -> Finding | None:
         assert mg is not None
         summary = f"Potassium drafted with magnesium {short_value(mg)} ({mg.effective.date()}): correct magnesium first"
         lines += [lab_fact_line(mg, "magnesium", now=ctx.now) + " — **low**", *unreadable_note(ctx, mg), "",
-                  "Low magnesium keeps potassium low (renal potassium loss): replace magnesium with the potassium."]
+                  TODO, "Low magnesium keeps potassium low (renal potassium loss): replace magnesium with the potassium."]
         regimen = _magnesium_replacement(ctx, mg)
         if regimen is None:
             lines += ["", paediatric_text(ctx)]
@@ -209,14 +209,14 @@ def order_potassium_without_magnesium(ctx: RuleContext) -> Finding | None:
             suggestions = (Suggestion(f"Add magnesium: {regimen.label}", (Action("create", regimen.label, regimen.resource),),
                                       is_recommended=True, key="add-magnesium"),)
         if ctx.kidney.below:
-            lines += ["", kidney_line(ctx)]
+            lines += ["", VALUES, kidney_line(ctx)]
             facts += list(ctx.kidney.facts())
         facts.append(mg.to_fact())
     else:
         window = float(ctx.policy("magnesium_recent_days"))
         summary = f"Potassium drafted without a recent magnesium ({last_measured_text(ctx, mg)}): check magnesium"
         lines += [(lab_fact_line(mg, "magnesium", now=ctx.now) + f" — older than {window:g} days")
-                  if mg is not None else f"- magnesium: {last_measured_text(ctx, None)}", "",
+                  if mg is not None else f"- magnesium: {last_measured_text(ctx, None)}", "", TODO,
                   "Hypokalemia does not respond to potassium until low magnesium is corrected: measure magnesium.", "",
                   policy_note(ctx, "magnesium_recent_days")]
         if mg is not None:
@@ -327,6 +327,7 @@ def order_iv_magnesium(ctx: RuleContext) -> Finding | None:
         if regimen is None:
             lines.append(paediatric_text(ctx))
         else:
+            lines.append(TODO)
             lines.append(f"Severe symptomatic hypomagnesemia: {regimen}." + ("" if ctx.kidney.below else
                          f" The label allows up to {ctx.threshold('label_mgso4_max_g_per_litre'):g} g (about 40 mEq) in "
                          "1 L over 3 h."))
@@ -349,7 +350,7 @@ def order_iv_magnesium(ctx: RuleContext) -> Finding | None:
         lines += [(lab_fact_line(latest, "magnesium", now=ctx.now) + " — not recent") if latest is not None else
                   f"- magnesium: {last_measured_text(ctx, None)}", "", "Measure magnesium before (or with) replacement.",
                   "", policy_note(ctx, "magnesium_recent_days")]
-    lines += ["", kidney_line(ctx), "", TOXICITY_WATCH]
+    lines += ["", VALUES, kidney_line(ctx), "", TODO, TOXICITY_WATCH]
     facts = tuple(m.to_fact() for m in drafts) + ((latest.to_fact(),) if latest is not None else ()) + ctx.kidney.facts()
     return Finding(rule="order-iv-magnesium", indicator=indicator, summary=summary, detail="\n".join(lines), facts=facts,
                    source="fda-mgso4-label", override_reasons=GENERAL_OVERRIDES if indicator != "info" else ())

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..record.model import MedicationUse
-from .base import Finding, RuleContext, days_ago_text, lab_fact_line, short_value
+from .base import ASSESSMENT, TODO, VALUES, Finding, RuleContext, days_ago_text, lab_fact_line, short_value
 from .common import (
     CalciumStatus,
     calcium_from_result,
@@ -80,13 +80,14 @@ def refractory_hypomagnesemia(ctx: RuleContext) -> Finding | None:
     summary = (f"Refractory hypomagnesemia: magnesium {short_value(latest)} on {latest.effective.date()}, "
                f"{len(run)} low results over {span_days:.0f} days on oral magnesium")
     facts: list[dict] = [r.to_fact() for r in run] + [m.to_fact() for m in oral] + list(ctx.kidney.facts())
-    lines = [f"Magnesium has stayed low on {len(run)} consecutive results while oral magnesium is taken:", ""]
+    lines = [ASSESSMENT, f"Magnesium has stayed low on {len(run)} consecutive results while oral magnesium is taken.", "",
+             VALUES]
     lines += [lab_fact_line(r, "magnesium", now=ctx.now, cutoffs=(severe,)) for r in run]
     lines += ["", "Oral magnesium active:"] + [med_line(ctx, m, with_class=False) for m in oral]
     if ctx.child:
         lines += ["", paediatric_text(ctx)]
 
-    lines += ["", "**Before escalating (guidance):**", "",
+    lines += ["", TODO, "**Before escalating (guidance):**", "",
               "- **Volume status first**: correct sodium and water depletion with IV saline; secondary "
               "hyperaldosteronism keeps the kidney wasting magnesium (and potassium)."]
     sodium = ctx.record.latest("sodium")
@@ -207,7 +208,10 @@ def _refractory_electrolyte(ctx: RuleContext, rule: str, analyte: str, low_key: 
                f"replacement, {mg_text}: correct magnesium first")
     if len(summary) >= 140:
         summary = f"Refractory hypo{name}: {shown} ({latest.effective.date()}) on replacement, {mg_text}: magnesium first"
-    lines = [f"{analyte.replace('_', ' ').capitalize()} has stayed low on {len(run)} results over {span_days:.0f} days while it is being replaced:", ""]
+    lines = [ASSESSMENT, f"{analyte.replace('_', ' ').capitalize()} has stayed low on {len(run)} results over {span_days:.0f} days "
+             "while it is being replaced.",
+             f"Low magnesium makes hypo{name} refractory: it does not respond to replacement until magnesium is corrected "
+             f"({mechanism}).", "", VALUES]
     if status is not None:
         lines += ["Calcium now:"] + status.lines() + ["", "Low results (each judged on the best measure available with it):"]
         for r in run:
@@ -225,10 +229,7 @@ def _refractory_electrolyte(ctx: RuleContext, rule: str, analyte: str, low_key: 
                                                        f" — older than {ctx.policy('magnesium_recent_days')} days"))
     else:
         lines.append("- no magnesium result in the record")
-    lines += ["",
-              f"Low magnesium makes hypo{name} refractory: it does not respond to replacement until magnesium is corrected "
-              f"({mechanism}). "
-              + ("Correct magnesium first." if state == "low" else "Check magnesium now and correct it if low."),
+    lines += ["", TODO, "Correct magnesium first." if state == "low" else "Check magnesium now and correct it if low.",
               "", policy_note(ctx, "electrolyte_refractory_min_low_results", "electrolyte_refractory_min_span_hours",
                               "refractory_window_days", "magnesium_recent_days")]
     facts = [r.to_fact() for r in run] + [m.to_fact() for m in supplements] + ([mg.to_fact()] if mg is not None else [])
