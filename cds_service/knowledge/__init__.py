@@ -98,6 +98,16 @@ class RouteDef(_Strict):
     words: list[str] = Field(default_factory=list)
 
 
+class IndicatorCase(_Strict):
+    """One case of a rule's finding: its CDS Hooks indicator, when it applies, the thresholds and policies that
+    decide it and the source of the grading (issue 16: indicator policy in one place)."""
+    level: Literal["info", "warning", "critical"]
+    when: str
+    thresholds: list[str] = Field(default_factory=list)
+    policies: list[str] = Field(default_factory=list)
+    source: str
+
+
 class ClinicalDrug(_Strict):
     rxcui: str
     name: str
@@ -117,6 +127,7 @@ class KnowledgeModel(_Strict):
     ingredients: dict[str, Ingredient]
     routes: dict[str, RouteDef]
     route_source: str = "fhir-route-codes"
+    indicators: dict[str, dict[str, IndicatorCase]] = Field(default_factory=dict)  # rule id -> case -> grading
 
     @model_validator(mode="after")
     def _check_references(self) -> "KnowledgeModel":
@@ -133,6 +144,13 @@ class KnowledgeModel(_Strict):
                     problems.append(f"classes.{key}: unknown source {src!r}")
             if c.exposure_window_days is not None and c.exposure_source is None:
                 problems.append(f"classes.{key}: exposure_window_days needs an exposure_source")
+        for rule, cases in self.indicators.items():
+            for case, ic in cases.items():
+                where = f"indicators.{rule}.{case}"
+                if ic.source not in self.sources:
+                    problems.append(f"{where}: unknown source {ic.source!r}")
+                problems += [f"{where}: unknown threshold {t!r}" for t in ic.thresholds if t not in self.thresholds]
+                problems += [f"{where}: unknown policy {p!r}" for p in ic.policies if p not in self.policies]
         if self.route_source not in self.sources:
             problems.append(f"route_source: unknown source {self.route_source!r}")
         for key, ing in self.ingredients.items():
@@ -184,6 +202,10 @@ class Knowledge:
 
     def source(self, key: str) -> Source:
         return self.model.sources[key]
+
+    def indicator(self, rule: str, case: str) -> str:
+        """The indicator the knowledge's indicator policy gives ``rule`` in ``case`` (KeyError: a rule bug)."""
+        return self.model.indicators[rule][case].level
 
     @cached_property
     def code_to_analyte(self) -> dict[tuple[str, str], str]:

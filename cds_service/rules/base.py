@@ -62,6 +62,10 @@ class RuleContext:
     def policy(self, key: str) -> Any:
         return self.knowledge.policy(key)
 
+    def indicator(self, rule: str, case: str) -> Indicator:
+        """The knowledge's indicator policy for ``rule`` in ``case`` (knowledge.yaml ``indicators``)."""
+        return self.knowledge.indicator(rule, case)  # type: ignore[return-value]
+
 
 @dataclass(frozen=True)
 class Action:

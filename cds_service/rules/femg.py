@@ -262,7 +262,7 @@ def _renal_wasting_finding(ctx: RuleContext, summary: str, lines: list[str], fac
                   + ", ".join(m.label for m in exposed) + "."]
     if TODO not in lines:
         lines += ["", TODO, "Look for the cause of the renal magnesium loss (tubular disorder, drugs, or a genetic cause)."]
-    return Finding(rule="femg-renal-wasting", indicator="warning", summary=summary, detail="\n".join(lines),
+    return Finding(rule="femg-renal-wasting", indicator=ctx.indicator("femg-renal-wasting", "wasting"), summary=summary, detail="\n".join(lines),
                    facts=tuple(facts), source=source, suggestions=suggestions, override_reasons=GENERAL_OVERRIDES)
 
 
@@ -307,7 +307,7 @@ def femg_extrarenal_loss(ctx: RuleContext) -> Finding | None:
     if ppis:
         lines += ["", "A proton-pump inhibitor (gut mechanism) is active: " + ", ".join(m.label for m in ppis) + "."]
     facts += tuple(c.to_fact() for c in gi) + tuple(m.to_fact() for m in ppis)
-    return Finding(rule="femg-extrarenal-loss", indicator="info", summary=summary, detail="\n".join(lines), facts=facts,
+    return Finding(rule="femg-extrarenal-loss", indicator=ctx.indicator("femg-extrarenal-loss", "conserving"), summary=summary, detail="\n".join(lines), facts=facts,
                    source="guidance" if concl == "extrarenal" else "urine-mg-24h")
 
 
@@ -354,7 +354,7 @@ def femg_needed(ctx: RuleContext) -> Finding | None:
     suggestions = (Suggestion("Order the FEMg tests: " + ", ".join(name.lower() for code, name in missing_codes
                                                                    if not drafted_test(ctx, [code])),
                               actions, is_recommended=True, key="order-femg-tests"),)
-    return Finding(rule="femg-needed", indicator="info", summary=summary, detail="\n".join(lines), facts=(mg.to_fact(),),
+    return Finding(rule="femg-needed", indicator=ctx.indicator("femg-needed", "needed"), summary=summary, detail="\n".join(lines), facts=(mg.to_fact(),),
                    source="ijkd-2010", suggestions=suggestions)
 
 
@@ -375,5 +375,5 @@ def _femg_indeterminate(ctx: RuleContext, mg: LabResult, d: Derived) -> Finding 
         sr = lab_service_request(ctx, "24447-5", "Indeterminate FEMg (censored value): 24-hour urine magnesium")
         suggestions = (Suggestion("Order a 24-hour urine magnesium", (Action("create", "Order 24-hour urine magnesium (LOINC 24447-5)", sr),),
                                   is_recommended=True, key="order-urine-magnesium-24h"),)
-    return Finding(rule="femg-needed", indicator="info", summary=summary, detail="\n".join(lines),
+    return Finding(rule="femg-needed", indicator=ctx.indicator("femg-needed", "needed"), summary=summary, detail="\n".join(lines),
                    facts=(mg.to_fact(), d.to_fact()), source="urine-mg-24h", suggestions=suggestions)

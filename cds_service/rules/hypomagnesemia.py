@@ -49,7 +49,7 @@ def hypomagnesemia(ctx: RuleContext) -> Finding | None:
     # a censored "<0.9" lies below 0.9 (grade 3 at least): grade the largest value it allows, say "at least"
     grade = ctcae_grade(ctx, math.nextafter(r.value, 0.0) if r.comparator == "<" else r.value)
     at_least = "at least " if r.comparator in ("<", "<=") and grade < 4 else ""
-    indicator = "critical" if critical else "warning"
+    indicator = ctx.indicator("hypomagnesemia", "severe" if critical else "low")
     day = r.effective.date().isoformat()
     value, shown_limit = shown_pair(r.value, limit, 2)
     value = short_value(r) if r.comparator else f"{value} mg/dL"
@@ -97,5 +97,5 @@ def _stale(ctx: RuleContext) -> Finding | None:
         sr = lab_service_request(ctx, "19123-9", "Last magnesium low but not recent")
         suggestions = (Suggestion("Order serum magnesium", (Action("create", "Order serum magnesium (LOINC 19123-9)", sr),),
                                   is_recommended=True, key="order-magnesium"),)
-    return Finding(rule="hypomagnesemia", indicator="info", summary=summary, detail="\n".join(lines),
+    return Finding(rule="hypomagnesemia", indicator=ctx.indicator("hypomagnesemia", "stale"), summary=summary, detail="\n".join(lines),
                    facts=(r.to_fact(),), source="guidance", suggestions=suggestions)

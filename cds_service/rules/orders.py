@@ -143,7 +143,7 @@ def _wasting_draft_with_low_magnesium(ctx: RuleContext, drafts: list[MedicationU
             else:
                 suggestions.append(Suggestion(f"Add magnesium: {regimen.label}", (Action("create", regimen.label,
                                               regimen.resource),), is_recommended=True, key="add-magnesium"))
-    return Finding(rule="order-wasting-drug", indicator="warning", summary=summary, detail="\n".join(lines),
+    return Finding(rule="order-wasting-drug", indicator=ctx.indicator("order-wasting-drug", "low"), summary=summary, detail="\n".join(lines),
                    facts=(mg.to_fact(),) + tuple(m.to_fact() for m in drafts), source="guidance",
                    suggestions=tuple(suggestions), override_reasons=WASTING_DRAFT_OVERRIDES + GENERAL_OVERRIDES[1:],
                    selection_behavior="any")
@@ -166,7 +166,7 @@ def _wasting_draft_without_recent_magnesium(ctx: RuleContext, drafts: list[Medic
     facts = tuple(m.to_fact() for m in drafts) + ((mg.to_fact(),) if mg is not None else ())
     sources = [ctx.knowledge.model.classes[c].measure_before_cycle_source for m in drafts for c in sorted(m.classes())
                if ctx.knowledge.model.classes[c].measure_before_cycle]
-    return Finding(rule="order-wasting-drug", indicator="warning", summary=summary, detail="\n".join(lines), facts=facts,
+    return Finding(rule="order-wasting-drug", indicator=ctx.indicator("order-wasting-drug", "before-cycle"), summary=summary, detail="\n".join(lines), facts=facts,
                    source=next((x for x in sources if x), "guidance"),
                    suggestions=_monitoring_suggestion(ctx, "Magnesium before a cycle of a magnesium-wasting drug"),
                    override_reasons=GENERAL_OVERRIDES)
@@ -224,7 +224,7 @@ def order_potassium_without_magnesium(ctx: RuleContext) -> Finding | None:
         sr = lab_service_request(ctx, "19123-9", "Potassium replacement: check magnesium first")
         suggestions = (Suggestion("Order serum magnesium", (Action("create", "Order serum magnesium (LOINC 19123-9)", sr),),
                                   is_recommended=True, key="order-magnesium"),)
-    return Finding(rule="order-potassium-without-magnesium", indicator="warning", summary=summary,
+    return Finding(rule="order-potassium-without-magnesium", indicator=ctx.indicator("order-potassium-without-magnesium", "drafted"), summary=summary,
                    detail="\n".join(lines), facts=tuple(facts), source="guidance", suggestions=suggestions,
                    override_reasons=GENERAL_OVERRIDES)
 
@@ -281,7 +281,7 @@ def order_magnesium_renal(ctx: RuleContext) -> Finding | None:
     else:
         summary = (f"{sentence_case(kidney_summary(ctx))}: magnesium limited to {ceiling_g:g} g MgSO4 "
                    f"({ceiling_mmol:.0f} mmol) per 48 h; orders total {total:.0f} mmol" + ("" if load.complete else "+"))
-    return Finding(rule="order-magnesium-renal", indicator="critical" if exceeded else "warning", summary=summary[:200],
+    return Finding(rule="order-magnesium-renal", indicator=ctx.indicator("order-magnesium-renal", "over" if exceeded else "within"), summary=summary[:200],
                    detail="\n".join(lines), facts=kf.facts() + tuple(o.order.to_fact() for o in load.orders),
                    source="fda-mgso4-label", override_reasons=GENERAL_OVERRIDES)
 
@@ -309,7 +309,7 @@ def order_iv_magnesium(ctx: RuleContext) -> Finding | None:
         d = magnesium_dose(m, ctx.knowledge)
         lines.append(f"  - per dose: {d.explanation}" if d is not None else "  - dose not convertible to magnesium sulfate grams")
     lines.append("")
-    indicator = "info"
+    indicator = ctx.indicator("order-iv-magnesium", "indicated")
     regimen = iv_regimen_text(ctx)
     if obstetric is not None and latest is not None and fresh is not None and not magnesium_low(ctx, latest):
         lo, hi = ctx.threshold("magnesium_obstetric_min"), ctx.threshold("magnesium_obstetric_max")
@@ -339,12 +339,12 @@ def order_iv_magnesium(ctx: RuleContext) -> Finding | None:
         if regimen is None:
             lines.append(paediatric_text(ctx))
     elif fresh is not None:
-        indicator = "warning"
+        indicator = ctx.indicator("order-iv-magnesium", "not-indicated")
         summary = f"IV magnesium drafted while magnesium is in range ({short_value(fresh)}, {fresh.effective.date()})"
         lines += [lab_fact_line(fresh, "magnesium", now=ctx.now) + " — within range", "",
                   "Check the indication (hypermagnesemia risk)."]
     else:
-        indicator = "warning"
+        indicator = ctx.indicator("order-iv-magnesium", "not-indicated")
         window = float(ctx.policy("magnesium_recent_days"))
         summary = f"IV magnesium drafted without a recent magnesium level ({last_measured_text(ctx, latest, window if latest else None)})"
         lines += [(lab_fact_line(latest, "magnesium", now=ctx.now) + " — not recent") if latest is not None else
@@ -438,6 +438,7 @@ def order_vitamin_d_analogue(ctx: RuleContext) -> Finding | None:
                                   f"every {interval} days", sr),), is_recommended=True, key="order-calcium"),)
     warn = high or bool(over)
     facts = tuple(m.to_fact() for m in drafts) + (tuple(status.facts()) if status is not None else ())
-    return Finding(rule="order-vitamin-d-analogue", indicator="warning" if warn else "info", summary=summary,
+    return Finding(rule="order-vitamin-d-analogue", indicator=ctx.indicator("order-vitamin-d-analogue",
+                   "high-or-over" if warn else "monitor"), summary=summary,
                    detail="\n".join(lines), facts=facts, source="guidance", suggestions=suggestions,
                    override_reasons=GENERAL_OVERRIDES if warn else ())

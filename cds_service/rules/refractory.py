@@ -175,7 +175,8 @@ def refractory_hypomagnesemia(ctx: RuleContext) -> Finding | None:
                      "IV replacement applies if symptomatic")
     lines += ["", "Find the cause: fractional excretion of magnesium and urine calcium/creatinine (see the FEMg card).",
               "", policy_note(ctx, "refractory_min_low_results", "refractory_min_span_hours", "refractory_window_days")]
-    return Finding(rule="refractory-hypomagnesemia", indicator="critical" if critical else "warning", summary=summary,
+    return Finding(rule="refractory-hypomagnesemia", indicator=ctx.indicator("refractory-hypomagnesemia",
+                   "severe" if critical else "low"), summary=summary,
                    detail="\n".join(lines), facts=tuple(facts), source="guidance", override_reasons=GENERAL_OVERRIDES)
 
 
@@ -236,7 +237,7 @@ def _refractory_electrolyte(ctx: RuleContext, rule: str, analyte: str, low_key: 
     if status is not None:
         facts += status.facts()
     facts += unreadable_facts(ctx, latest, mg)
-    return Finding(rule=rule, indicator="warning", summary=summary, detail="\n".join(lines), facts=tuple(facts),
+    return Finding(rule=rule, indicator=ctx.indicator(rule, "refractory"), summary=summary, detail="\n".join(lines), facts=tuple(facts),
                    source="guidance", override_reasons=GENERAL_OVERRIDES)
 
 
