@@ -154,6 +154,7 @@ class Composer:
         meds = list(ctx.record.medications) + list(ctx.record.draft_medications) + list(ctx.record.medication_history)
         self.meds = {m.source.reference: m for m in meds}
         self.heads: dict[str, str] = {}
+        self.owner_heads: dict[str, str] = {}
         self.phrases = advice_phrases(ctx)
 
     # ------------------------------------------------------------------ keys and owners
@@ -199,17 +200,20 @@ class Composer:
 
     def reference(self, key: str, owner: Finding) -> str:
         if key == "kidney":
-            return f"- kidney function: **{kidney_value(self.ctx)}**; see {self.name(owner)}"
+            return f"- kidney function: {kidney_value(self.ctx)}; see {self.name(owner)}"
         if key.startswith("calcium-status:"):
             m = re.search(r"\*\*(.+?)\*\*", self.heads[key])
             shown = m.group(1).replace(":", "") if m else "calcium"
-            return f"- calcium judged on: **{shown}**; see {self.name(owner)}"
+            return f"- calcium judged on: {shown}; see {self.name(owner)}"
         if key.startswith("lab:"):
             r = self.labs[key[4:]]
-            return f"- {r.analyte.replace('_', ' ')}: **{short_value(r)}** on {r.effective.date().isoformat()}; see {self.name(owner)}"
+            shown = re.search(r"\*\*(.+?)\*\*", self.owner_heads.get(key, ""))  # the value as the owner writes it
+            value = (re.sub(r" \(reported [^)]*\)", "", shown.group(1)) if shown
+                     else f"{short_value(r)} on {r.effective.date().isoformat()}")
+            return f"- {r.analyte.replace('_', ' ')}: {value}; see {self.name(owner)}"
         m = self.meds[key[4:]]
         drug = " + ".join(i.ingredient for i in m.ingredients) or m.label
-        return f"- **{drug}**{' (drafted)' if m.draft else ''}; see {self.name(owner)}"
+        return f"- {drug}{' (drafted)' if m.draft else ''}; see {self.name(owner)}"
 
     # ------------------------------------------------------------------ compose
     def compose(self) -> list[Finding]:
@@ -224,6 +228,8 @@ class Composer:
                     if f not in holders[b.key]:
                         holders[b.key].append(f)
         key_owner = {k: min(fs, key=lambda f, k=k: self.rank(f, self.kind(k))) for k, fs in holders.items()}
+        self.owner_heads = {b.key: b.head for f in self.findings for b in parsed[id(f)]
+                            if b.key is not None and key_owner[b.key] is f}
         phrase_owner = {}
         for key in self.phrases:
             having = [f for f in self.findings if self.phrases[key] in f.detail]

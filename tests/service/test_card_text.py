@@ -65,7 +65,7 @@ def test_no_sentence_on_two_cards(case):
     assert repeated == [], f"{case}: said on two cards: {repeated[:3]}"
 
 
-_KIDNEY_VALUE = re.compile(r"kidney function: \*\*(.+?)\*\*")
+_KIDNEY_VALUE = re.compile(r"kidney function: (?:\*\*(.+?)\*\*|([^;*\n]+); see the )")  # the assessment or a pointer to it
 _CLEARANCE = re.compile(r"creatinine clearance (?:at most |at least |between )?(\d+(?: and \d+)?) mL/min")
 _UNKNOWN = re.compile(r"kidney function (?:unknown|could not be computed)|kidney function: \*\*unknown\*\*", re.I)
 
@@ -75,7 +75,7 @@ def test_cards_agree_about_kidney_function(case):
     values, clearances, unknown, known = set(), set(), [], []
     for card in _response(case)["cards"]:
         text = card["summary"] + "\n" + _detail(card)
-        values |= set(_KIDNEY_VALUE.findall(text))
+        values |= {a or b for a, b in _KIDNEY_VALUE.findall(text)}
         clearances |= set(_CLEARANCE.findall(text))
         (unknown if _UNKNOWN.search(text) else known).append(bool(_KIDNEY_VALUE.search(text) or _CLEARANCE.search(text)))
     assert len(values) <= 1, f"{case}: cards give kidney function as {values}"
