@@ -97,6 +97,9 @@ def _mark(key: str) -> str:
     return f"\u2063{key}\u2063"  # INVISIBLE SEPARATOR: never in card text
 
 
+# rules.common.unreadable_note / with_unreadable_named: a newer result that could not be read
+_UNREADABLE = re.compile(r"^\s*- _a newer (.+?) result of (\d{4}-\d{2}-\d{2}) could not be read .*?: "
+                         r"((?:Observation)/[A-Za-z0-9\-.]+);")
 _SPLIT = re.compile(r"(?<=[.;:])\s+")
 _LAB = re.compile(r"^- [^*\n]+?: \*\*.+\((Observation/[A-Za-z0-9\-.]+)\)")
 _MED_REF = re.compile(r"; ((?:MedicationRequest|MedicationStatement|MedicationAdministration|MedicationDispense)/[A-Za-z0-9\-.]+)")
@@ -132,12 +135,19 @@ class _Block:
         return self.lines[0]
 
 
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
 def _blocks(detail: str) -> list[_Block]:
-    """Detail Markdown as blocks: a top-level list item with its indented sub-lines, or one other line."""
+    """Detail Markdown as blocks: a list item with its deeper-indented sub-lines, or one other line. The kidney
+    assessment starts a block wherever it is nested (the refractory pathway quotes it inside a step)."""
     out: list[_Block] = []
     for line in detail.split("\n"):
-        if line.startswith("  ") and out and out[-1].head.startswith("- "):
-            out[-1].lines.append(line)
+        top = out[-1] if out else None
+        if (top is not None and top.head.lstrip().startswith("- ") and line.strip() and _indent(line) > _indent(top.head)
+                and not line.lstrip().startswith("- kidney function:")):
+            top.lines.append(line)
         else:
             out.append(_Block([line]))
     return out
@@ -155,16 +165,21 @@ class Composer:
         self.meds = {m.source.reference: m for m in meds}
         self.heads: dict[str, str] = {}
         self.owner_heads: dict[str, str] = {}
+        self.unreadable: dict[str, tuple[str, str]] = {}  # reference -> (analyte, date)
         self.phrases = advice_phrases(ctx)
 
     # ------------------------------------------------------------------ keys and owners
     def key(self, block: _Block) -> str | None:
         head = block.head
-        if head.startswith("- kidney function:"):
+        if head.lstrip().startswith("- kidney function:"):
             return "kidney"
         if head.startswith("- judged on **"):  # rules.common.CalciumStatus.lines
             refs = re.findall(r"\((Observation/[A-Za-z0-9\-.]+)\)", "\n".join(block.lines))
             return "calcium-status:" + "|".join(refs) if refs else None
+        m = _UNREADABLE.match(head)
+        if m:
+            self.unreadable[m.group(3)] = (m.group(1), m.group(2))
+            return "unreadable:" + m.group(3)
         m = _LAB.match(head)
         if m and m.group(1) in self.labs:
             return "lab:" + m.group(1)
@@ -178,6 +193,9 @@ class Composer:
         """The ownership kind of a key: 'kidney', 'lab:<analyte>', 'med:<class>'."""
         if key.startswith("calcium-status:"):
             return "lab:calcium"
+        if key.startswith("unreadable:"):  # with the results of its analyte
+            analyte = self.unreadable[key[11:]][0].replace(" ", "_")
+            return "lab:" + ("calcium" if analyte.startswith("calcium") else analyte)
         if key.startswith("lab:"):
             analyte = self.labs[key[4:]].analyte
             return "lab:" + ("calcium" if analyte.startswith("calcium") else analyte)
@@ -201,6 +219,9 @@ class Composer:
     def reference(self, key: str, owner: Finding) -> str:
         if key == "kidney":
             return f"- kidney function: {kidney_value(self.ctx)}; see {self.name(owner)}"
+        if key.startswith("unreadable:"):
+            analyte, day = self.unreadable[key[11:]]
+            return f"- newer {analyte} ({day}): could not be read; see {self.name(owner)}"
         if key.startswith("calcium-status:"):
             m = re.search(r"\*\*(.+?)\*\*", self.heads[key])
             shown = m.group(1).replace(":", "") if m else "calcium"
@@ -251,7 +272,7 @@ class Composer:
             lines: list[str] = []
             for b in parsed[id(f)]:
                 if b.key is not None and key_owner[b.key] is not f:
-                    lines.append(self.reference(b.key, key_owner[b.key]))
+                    lines.append(" " * _indent(b.head) + self.reference(b.key, key_owner[b.key]))
                     if b.key == "kidney":
                         continue  # one assessment: its sub-lines are the owner's
                     for ln in b.lines[1:]:  # sub-lines the owner already says go with the pointer above
