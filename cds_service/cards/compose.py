@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Iterable
 
-from ..rules.base import INDICATOR_RANK, Finding, RuleContext, short_value
+from ..rules.base import INDICATOR_RANK, Finding, RuleContext, display_unit, short_value
 from ..rules.common import estimate_text
 from ..rules.regimens import iv_regimen_text, oral_regimen, paediatric_text, renal_ceiling_text
 
@@ -61,10 +61,11 @@ PREFERRED = {
     "lab:magnesium": ("hypomagnesemia", "refractory-hypomagnesemia", "hypermagnesemia"),
     "lab:potassium": ("refractory-hypokalemia",),
     "lab:calcium": ("refractory-hypocalcemia",),
-    "med:magnesium-supplement": ("order-magnesium-renal", "order-iv-magnesium"),
+    "med:magnesium-supplement:draft": ("order-magnesium-renal", "order-iv-magnesium"),
+    "med:magnesium-supplement": ("refractory-hypomagnesemia", "order-magnesium-renal"),
     "med:wasting": ("magnesium-wasting-drug", "order-wasting-drug"),
-    "med:vitamin-d-analogue": ("order-vitamin-d-analogue",),
-    "med:potassium-supplement": ("order-potassium-without-magnesium",),
+    "med:vitamin-d-analogue:draft": ("order-vitamin-d-analogue",),
+    "med:potassium-supplement:draft": ("order-potassium-without-magnesium",),
 }
 
 # advice written once by one helper (rules/regimens.py): owned by one card, named by the others
@@ -204,7 +205,7 @@ class Composer:
             classes = m.classes()
             if any(self.ctx.knowledge.model.classes[c].wasting for c in classes):
                 return "med:wasting"
-            return "med:" + (sorted(classes)[0] if classes else "")
+            return "med:" + (sorted(classes)[0] if classes else "") + (":draft" if m.draft else "")
         return key
 
     def rank(self, f: Finding, kind: str | None) -> tuple:
@@ -234,7 +235,8 @@ class Composer:
             return f"- {r.analyte.replace('_', ' ')}: {value}; see {self.name(owner)}"
         m = self.meds[key[4:]]
         drug = " + ".join(i.ingredient for i in m.ingredients) or m.label
-        return f"- {drug}{' (drafted)' if m.draft else ''}; see {self.name(owner)}"
+        dose = f" {m.dose.value:g} {display_unit(m.dose.unit)}" if m.dose is not None else ""
+        return f"- {drug}{dose}{' (drafted)' if m.draft else ''}; see {self.name(owner)}"
 
     # ------------------------------------------------------------------ compose
     def compose(self) -> list[Finding]:
@@ -272,7 +274,9 @@ class Composer:
             lines: list[str] = []
             for b in parsed[id(f)]:
                 if b.key is not None and key_owner[b.key] is not f:
-                    lines.append(" " * _indent(b.head) + self.reference(b.key, key_owner[b.key]))
+                    pointer = " " * _indent(b.head) + self.reference(b.key, key_owner[b.key])
+                    if pointer not in lines:  # two orders alike: one pointer
+                        lines.append(pointer)
                     if b.key == "kidney":
                         continue  # one assessment: its sub-lines are the owner's
                     for ln in b.lines[1:]:  # sub-lines the owner already says go with the pointer above
