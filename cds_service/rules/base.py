@@ -126,6 +126,12 @@ class Rule:
         return self.relevant_to_orders is not None and self.relevant_to_orders(ctx)
 
 
+def with_action(summary: str, action: str, sep: str = ": ") -> str:
+    """A summary that says what to do, when it still fits the card's summary limit (< 140 characters)."""
+    longer = f"{summary}{sep}{action}"
+    return longer if len(longer) < 140 else summary
+
+
 def days_ago_text(now: datetime | None, when: datetime) -> str:
     """'today' / '1 day ago' / '12 days ago' (or '' without a ``now``)."""
     if now is None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from ..record.derived import Derived, femg, urine_ca_cr_ratio
 from ..record.kidney import Estimate
 from ..record.model import LabResult
-from .base import ASSESSMENT, TODO, Action, Finding, RuleContext, Suggestion, digits_for, lab_fact_line, short_value
+from .base import ASSESSMENT, TODO, Action, with_action, Finding, RuleContext, Suggestion, digits_for, lab_fact_line, short_value
 from .common import recent_exposures, wasting_classes  # issue 10 item 9
 from .common import (
     GENERAL_OVERRIDES,
@@ -262,6 +262,7 @@ def _renal_wasting_finding(ctx: RuleContext, summary: str, lines: list[str], fac
                   + ", ".join(m.label for m in exposed) + "."]
     if TODO not in lines:
         lines += ["", TODO, "Look for the cause of the renal magnesium loss (tubular disorder, drugs, or a genetic cause)."]
+    summary = with_action(summary, "look for the cause", "; ")
     return Finding(rule="femg-renal-wasting", indicator=ctx.indicator("femg-renal-wasting", "wasting"), summary=summary, detail="\n".join(lines),
                    facts=tuple(facts), source=source, suggestions=suggestions, override_reasons=GENERAL_OVERRIDES)
 
@@ -307,6 +308,7 @@ def femg_extrarenal_loss(ctx: RuleContext) -> Finding | None:
     if ppis:
         lines += ["", "A proton-pump inhibitor (gut mechanism) is active: " + ", ".join(m.label for m in ppis) + "."]
     facts += tuple(c.to_fact() for c in gi) + tuple(m.to_fact() for m in ppis)
+    summary = with_action(summary, "look for gut loss or poor intake", "; ")
     return Finding(rule="femg-extrarenal-loss", indicator=ctx.indicator("femg-extrarenal-loss", "conserving"), summary=summary, detail="\n".join(lines), facts=facts,
                    source="guidance" if concl == "extrarenal" else "urine-mg-24h")
 

@@ -1,7 +1,7 @@
 """High magnesium (patient level; on order hooks when magnesium is drafted)."""
 from __future__ import annotations
 
-from .base import Action, Finding, RuleContext, Suggestion, lab_fact_line, shown_pair
+from .base import Action, Finding, RuleContext, Suggestion, lab_fact_line, shown_pair, with_action
 from .common import (
     GENERAL_OVERRIDES,
     active_with_class,
@@ -70,6 +70,8 @@ def hypermagnesemia(ctx: RuleContext) -> Finding | None:
                f"({mmol} mmol/L) on {r.effective.date()}"
                + ("; stop the drafted magnesium" if drafts and ctx.order_hook else
                   "; stop magnesium" if given else ""))
+    if not given:
+        summary = with_action(summary, "stop magnesium-containing products", "; ")
     lines = [f"Latest serum magnesium is above the upper limit {shown_limit} mg/dL ({limit_source}).", "",
              lab_fact_line(r, "magnesium", now=ctx.now, cutoffs=(limit, reflexes))]
     if reasons:

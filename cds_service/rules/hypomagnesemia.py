@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from .base import ASSESSMENT, TODO, VALUES, Action, Finding, RuleContext, Suggestion, lab_fact_line, short_value, shown_pair
+from .base import ASSESSMENT, TODO, VALUES, Action, Finding, with_action, RuleContext, Suggestion, lab_fact_line, short_value, shown_pair
 from .common import (
     GENERAL_OVERRIDES,
     analyte_codes,
@@ -56,6 +56,13 @@ def hypomagnesemia(ctx: RuleContext) -> Finding | None:
     mmol, _ = shown_pair(mg_mmol(ctx, r.value), mg_mmol(ctx, limit), 2)
     summary = (f"{'Severe h' if critical else 'H'}ypomagnesemia: magnesium {value} "
                f"({r.comparator or ''}{mmol} mmol/L) on {day}")
+    if ctx.child:
+        action = "replace by weight (child)"
+    elif critical:
+        action = "IV magnesium if symptomatic" + (", reduced for the kidneys" if ctx.kidney.below else "")
+    else:
+        action = "replace orally at night" + (", within the renal ceiling" if ctx.kidney.below else "")
+    summary = with_action(summary, action)
     lines = [
         ASSESSMENT,
         f"Latest serum magnesium is below the lower limit {shown_limit} mg/dL ({limit_source}); "

@@ -5,7 +5,7 @@ from typing import Any
 
 from ..knowledge import ATC, RXNORM
 from ..record.model import LabResult, MedicationUse
-from .base import TODO, VALUES, Action, Finding, OverrideReason, RuleContext, Suggestion, lab_fact_line, short_value
+from .base import TODO, VALUES, Action, Finding, with_action, OverrideReason, RuleContext, Suggestion, lab_fact_line, short_value
 from .common import (
     GENERAL_OVERRIDES,
     active_with_class,
@@ -111,6 +111,8 @@ def _wasting_draft_with_low_magnesium(ctx: RuleContext, drafts: list[MedicationU
     groups = group_by_ingredient(drafts)
     names = ", ".join(group_label(g) for g in groups)
     summary = f"Drafted {names} wastes magnesium; magnesium is {short_value(mg)} ({mg.effective.date()})"
+    summary = with_action(summary, "consider an alternative" if any(_safer_alternative(ctx, g[0]) for g in groups)
+                          else "replace and monitor magnesium")
     lines = ["Latest magnesium is low:", "", lab_fact_line(mg, "magnesium", now=ctx.now), "", "Drafted magnesium-wasting order(s):", ""]
     for group in groups:
         lines += grouped_med_lines(ctx, group)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..record.model import MedicationUse
-from .base import ASSESSMENT, TODO, VALUES, Finding, RuleContext, days_ago_text, lab_fact_line, short_value
+from .base import ASSESSMENT, TODO, VALUES, Finding, RuleContext, with_action, days_ago_text, lab_fact_line, short_value
 from .common import (
     CalciumStatus,
     calcium_from_result,
@@ -79,6 +79,7 @@ def refractory_hypomagnesemia(ctx: RuleContext) -> Finding | None:
     span_days = (run[0].effective - run[-1].effective).total_seconds() / 86400
     summary = (f"Refractory hypomagnesemia: magnesium {short_value(latest)} on {latest.effective.date()}, "
                f"{len(run)} low results over {span_days:.0f} days on oral magnesium")
+    summary = with_action(summary, "escalate stepwise")
     facts: list[dict] = [r.to_fact() for r in run] + [m.to_fact() for m in oral] + list(ctx.kidney.facts())
     lines = [ASSESSMENT, f"Magnesium has stayed low on {len(run)} consecutive results while oral magnesium is taken.", "",
              VALUES]
