@@ -13,6 +13,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from .cards import GAP_RULE, InvalidSuggestion, build_card, gap_finding, validate_fhir_r4
+from .cards.compose import CARD_NAME, compose, source_seen
 from .config import Settings
 from .definitions import ServiceCatalog, ServiceDefinition
 from .errors import PrefetchUnavailable, UnknownService
@@ -169,7 +170,11 @@ class Engine:
         gap = gap_finding(record.gaps)
         if gap is not None:
             findings.append(gap)
-        cards = [build_card(f, hook_instance, self.knowledge) for f in findings]
+        findings = compose(ctx, findings, [r.id for r in RULES] + [GAP_RULE])  # one problem, one card
+        cited = source_seen(findings)
+        cards = [build_card(f, hook_instance, self.knowledge,
+                            f"the {CARD_NAME.get(cited[id(f)].rule, cited[id(f)].rule)} card" if id(f) in cited else None)
+                 for f in findings]
         if invocation is not None:
             invocation.rules_evaluated = evaluated + ([GAP_RULE] if gap else [])
             invocation.rules_fired = [f.rule for f in findings]

@@ -8,6 +8,7 @@ from typing import Any, Iterable
 from ..knowledge import Knowledge
 from ..record.model import DataGap
 from ..rules.base import Finding
+from .sections import render as render_sections
 
 CARD_NAMESPACE = uuid.UUID("6f1c2a9e-4f0b-4c55-9d59-0b1e7c3d2a10")
 SUMMARY_MAX = 140  # spec: "<140 characters"
@@ -41,12 +42,14 @@ def validate_fhir_r4(resource: dict[str, Any]) -> None:
         raise InvalidSuggestion(f"{rtype} is not valid FHIR R4: {exc}") from exc
 
 
-def build_card(finding: Finding, hook_instance: str, knowledge: Knowledge) -> dict[str, Any]:
+def build_card(finding: Finding, hook_instance: str, knowledge: Knowledge, cited_on: str | None = None) -> dict[str, Any]:
+    """One card; ``cited_on`` names the earlier card of the response that already cites the same source (the
+    footer then points to it instead of repeating the citation; ``source`` still carries label and url)."""
     src = knowledge.source(finding.source)
     card: dict[str, Any] = {
         "uuid": card_uuid(hook_instance, finding.rule),
         "summary": _summary(finding.summary),
-        "detail": finding.detail + _footer(knowledge, finding),
+        "detail": render_sections(finding.detail, _source_line(knowledge, finding, cited_on), finding.summary),
         "indicator": finding.indicator,
         "source": {
             "label": src.title,
@@ -79,9 +82,12 @@ def build_card(finding: Finding, hook_instance: str, knowledge: Knowledge) -> di
     return card
 
 
-def _footer(knowledge: Knowledge, finding: Finding) -> str:
+def _source_line(knowledge: Knowledge, finding: Finding, cited_on: str | None = None) -> str:
+    """The citation once per response (later cards citing the same source point to the first), the knowledge
+    version and the rule."""
     src = knowledge.source(finding.source)
-    return f"\n\n_Source: {src.citation}. Knowledge version {knowledge.version}; rule `{finding.rule}`._"
+    cited = f"As on {cited_on}" if cited_on else src.citation
+    return f"_{cited.rstrip('.')}. Knowledge version {knowledge.version}; rule `{finding.rule}`._"
 
 
 def gap_finding(gaps: Iterable[DataGap], max_items: int = 12) -> Finding | None:

@@ -105,17 +105,38 @@ def config_table() -> str:
     return "\n".join(rows)
 
 
+def indicator_policy(rule: str) -> str:
+    """A rule's indicator policy from the knowledge (knowledge.yaml ``indicators``): each case's level, when it
+    applies, the thresholds and policies deciding it (value and unit) and the grading source."""
+    from ..knowledge import load_knowledge
+    from ..rules.base import display_unit
+
+    k = load_knowledge()
+    cases = []
+    for ic in k.model.indicators.get(rule, {}).values():
+        numbers = []
+        for key, table in [(t, k.model.thresholds) for t in ic.thresholds] + [(p, k.model.policies) for p in ic.policies]:
+            t = table[key]
+            unit = "" if t.unit in ("", "1") else f" {display_unit(t.unit)}"
+            numbers.append(f"`{key}` = {t.value}{unit}")
+        src = k.source(ic.source)
+        cases.append(f"**{ic.level}**: {ic.when}" + (f" ({'; '.join(numbers)})" if numbers else "")
+                     + f"; source: [{ic.source}]({src.url})")
+    return "<br>".join(cases) if cases else "(no indicator policy)"
+
+
 def rules_table() -> str:
     from ..rules import RULES
 
-    rows = ["| Topic code (`source.topic.code`) | Card | Runs on | Fires when |", "| --- | --- | --- | --- |"]
+    rows = ["| Topic code (`source.topic.code`) | Card | Runs on | Fires when | Indicator (knowledge `indicators`) |",
+            "| --- | --- | --- | --- | --- |"]
     for r in RULES:
         doc = " ".join((inspect.getdoc(r.evaluate) or "").split("\n\n")[0].split())
         hooks = "patient-view; order hooks when the drafted orders make it relevant" if r.scope == "patient" \
             else "order-select, order-sign"
-        rows.append(f"| `{r.id}` | {r.title} | {hooks} | {doc.replace('|', '/')} |")
+        rows.append(f"| `{r.id}` | {r.title} | {hooks} | {doc.replace('|', '/')} | {indicator_policy(r.id).replace('|', '/')} |")
     rows.append("| `data-gaps` | Advice based on partial data | every hook | Some prefetch key or entry could not be read: "
-                "lists what is missing (never guessed around). |")
+                f"lists what is missing (never guessed around). | {indicator_policy('data-gaps')} |")
     return "\n".join(rows)
 
 

@@ -108,6 +108,16 @@ class RouteDef(_Strict):
     words: list[str] = Field(default_factory=list)
 
 
+class IndicatorCase(_Strict):
+    """One case of a rule's finding: its CDS Hooks indicator, when it applies, the thresholds and policies that
+    decide it and the source of the grading (issue 16: indicator policy in one place)."""
+    level: Literal["info", "warning", "critical"]
+    when: str
+    thresholds: list[str] = Field(default_factory=list)
+    policies: list[str] = Field(default_factory=list)
+    source: str
+
+
 class ClinicalDrug(_Strict):
     rxcui: str
     name: str
@@ -134,11 +144,18 @@ class KnowledgeModel(_Strict):
     @classmethod
     def _merge_drug_sources(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("drug_sources"):
-            both = set(data.get("sources") or {}) & set(data["drug_sources"])
+            sources = data.get("sources") or {}
+
+            def same(a: Any, b: Any) -> bool:  # a dumped model carries both (merged) copies: equal ones are fine
+                dump = (lambda v: v.model_dump() if isinstance(v, BaseModel) else v)
+                return dump(a) == dump(b)
+
+            both = {k for k in set(sources) & set(data["drug_sources"]) if not same(sources[k], data["drug_sources"][k])}
             if both:
                 raise ValueError(f"drug_sources: defined twice (also in sources): {sorted(both)}")
             data = {**data, "sources": {**(data.get("sources") or {}), **data["drug_sources"]}}
         return data
+    indicators: dict[str, dict[str, IndicatorCase]] = Field(default_factory=dict)  # rule id -> case -> grading
 
     @model_validator(mode="after")
     def _check_references(self) -> "KnowledgeModel":
@@ -163,6 +180,13 @@ class KnowledgeModel(_Strict):
                     problems.append(f"classes.{key}.monitoring: min_days must be >= 0")
             if c.exposure_window_days is not None and c.exposure_source is None:
                 problems.append(f"classes.{key}: exposure_window_days needs an exposure_source")
+        for rule, cases in self.indicators.items():
+            for case, ic in cases.items():
+                where = f"indicators.{rule}.{case}"
+                if ic.source not in self.sources:
+                    problems.append(f"{where}: unknown source {ic.source!r}")
+                problems += [f"{where}: unknown threshold {t!r}" for t in ic.thresholds if t not in self.thresholds]
+                problems += [f"{where}: unknown policy {p!r}" for p in ic.policies if p not in self.policies]
         if self.route_source not in self.sources:
             problems.append(f"route_source: unknown source {self.route_source!r}")
         for key, ing in self.ingredients.items():
@@ -214,6 +238,10 @@ class Knowledge:
 
     def source(self, key: str) -> Source:
         return self.model.sources[key]
+
+    def indicator(self, rule: str, case: str) -> str:
+        """The indicator the knowledge's indicator policy gives ``rule`` in ``case`` (KeyError: a rule bug)."""
+        return self.model.indicators[rule][case].level
 
     @cached_property
     def code_to_analyte(self) -> dict[tuple[str, str], str]:

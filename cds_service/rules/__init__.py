@@ -49,7 +49,10 @@ RULES: tuple[Rule, ...] = (
          relevant_to_orders=drafted("magnesium-supplement")),
     Rule("order-wasting-drug", "Drafted magnesium-wasting drug", "order", order_wasting_drug),
     Rule("order-potassium-without-magnesium", "Drafted potassium without magnesium", "order", order_potassium_without_magnesium),
-    Rule("order-magnesium-renal", "Drafted magnesium with low creatinine clearance", "order", order_magnesium_renal),
+    # the drafted-magnesium ceiling card carries the kidney assessment, the ceiling and the toxicity watch: on order
+    # hooks it is the one kidney card (one problem, one card)
+    Rule("order-magnesium-renal", "Drafted magnesium with low creatinine clearance", "order", order_magnesium_renal,
+         suppresses=("renal-replacement-caution",)),
     Rule("order-iv-magnesium", "Drafted IV magnesium sulfate", "order", order_iv_magnesium),
     Rule("order-vitamin-d-analogue", "Drafted alfacalcidol or calcitriol", "order", order_vitamin_d_analogue),
 )

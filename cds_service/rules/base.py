@@ -15,6 +15,10 @@ from ..record.kidney import KidneyFunction, assess_kidney
 from ..record.model import LabResult, MedicationUse, PatientRecord
 
 Indicator = Literal["info", "warning", "critical"]
+
+# Section markers a rule may put among its detail lines: every line after one goes to that section of the card
+# (cards/sections.py; lines before any marker are placed by what they are).
+VALUES, ASSESSMENT, TODO = "§values", "§assessment", "§todo"
 INDICATOR_RANK = {"info": 0, "warning": 1, "critical": 2}
 
 
@@ -57,6 +61,10 @@ class RuleContext:
 
     def policy(self, key: str) -> Any:
         return self.knowledge.policy(key)
+
+    def indicator(self, rule: str, case: str) -> Indicator:
+        """The knowledge's indicator policy for ``rule`` in ``case`` (knowledge.yaml ``indicators``)."""
+        return self.knowledge.indicator(rule, case)  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -116,6 +124,12 @@ class Rule:
         if not ctx.order_hook:
             return True
         return self.relevant_to_orders is not None and self.relevant_to_orders(ctx)
+
+
+def with_action(summary: str, action: str, sep: str = ": ") -> str:
+    """A summary that says what to do, when it still fits the card's summary limit (< 140 characters)."""
+    longer = f"{summary}{sep}{action}"
+    return longer if len(longer) < 140 else summary
 
 
 def days_ago_text(now: datetime | None, when: datetime) -> str:

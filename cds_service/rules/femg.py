@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from ..record.derived import Derived, femg, urine_ca_cr_ratio
 from ..record.kidney import Estimate
 from ..record.model import LabResult
-from .base import Action, Finding, RuleContext, Suggestion, digits_for, lab_fact_line, short_value
+from .base import ASSESSMENT, TODO, Action, with_action, Finding, RuleContext, Suggestion, digits_for, lab_fact_line, short_value
 from .common import recent_exposures, wasting_classes  # issue 10 item 9
 from .common import (
     GENERAL_OVERRIDES,
@@ -245,8 +245,8 @@ def _renal_wasting_finding(ctx: RuleContext, summary: str, lines: list[str], fac
         else:
             lines.append(f"Urine Ca/Cr between {low:g} and {high:g} mg/mg: neither the Gitelman nor the Bartter/FHHNC pattern.")
     else:
-        lines.append("No urine calcium/creatinine from the same sample: measure it to tell Gitelman (low urine calcium) "
-                     "from Bartter or familial renal magnesium wasting (high urine calcium).")
+        lines += ["", TODO, "Measure urine calcium/creatinine (none from the same sample) to tell Gitelman (low urine "
+                  "calcium) from Bartter or familial renal magnesium wasting (high urine calcium).", ASSESSMENT]
         if not drafted_test(ctx, analyte_codes(ctx, "urine_calcium")):
             sr = lab_service_request(ctx, "17862-4", "Renal magnesium wasting: urine calcium/creatinine")
             suggestions = (Suggestion("Order spot urine calcium (with urine creatinine)",
@@ -254,12 +254,16 @@ def _renal_wasting_finding(ctx: RuleContext, summary: str, lines: list[str], fac
                                       key="order-urine-calcium"),)
     wasting = active_with_class(ctx, *wasting_classes(ctx))
     if wasting:
-        lines += ["", "Active magnesium-wasting drugs may explain renal wasting: " + ", ".join(m.label for m in wasting) + "."]
+        lines += ["", TODO, "Review the active magnesium-wasting drugs, which may explain renal wasting: "
+                  + ", ".join(m.label for m in wasting) + "."]
     exposed = recent_exposures(ctx, *wasting_classes(ctx))
     if exposed:
-        lines += ["", "Recent magnesium-wasting drugs (on hold or recently finished) may explain renal wasting: "
+        lines += ["", TODO, "Recent magnesium-wasting drugs (on hold or recently finished) may explain renal wasting: "
                   + ", ".join(m.label for m in exposed) + "."]
-    return Finding(rule="femg-renal-wasting", indicator="warning", summary=summary, detail="\n".join(lines),
+    if TODO not in lines:
+        lines += ["", TODO, "Look for the cause of the renal magnesium loss (tubular disorder, drugs, or a genetic cause)."]
+    summary = with_action(summary, "look for the cause", "; ")
+    return Finding(rule="femg-renal-wasting", indicator=ctx.indicator("femg-renal-wasting", "wasting"), summary=summary, detail="\n".join(lines),
                    facts=tuple(facts), source=source, suggestions=suggestions, override_reasons=GENERAL_OVERRIDES)
 
 
@@ -304,7 +308,8 @@ def femg_extrarenal_loss(ctx: RuleContext) -> Finding | None:
     if ppis:
         lines += ["", "A proton-pump inhibitor (gut mechanism) is active: " + ", ".join(m.label for m in ppis) + "."]
     facts += tuple(c.to_fact() for c in gi) + tuple(m.to_fact() for m in ppis)
-    return Finding(rule="femg-extrarenal-loss", indicator="info", summary=summary, detail="\n".join(lines), facts=facts,
+    summary = with_action(summary, "look for gut loss or poor intake", "; ")
+    return Finding(rule="femg-extrarenal-loss", indicator=ctx.indicator("femg-extrarenal-loss", "conserving"), summary=summary, detail="\n".join(lines), facts=facts,
                    source="guidance" if concl == "extrarenal" else "urine-mg-24h")
 
 
@@ -351,7 +356,7 @@ def femg_needed(ctx: RuleContext) -> Finding | None:
     suggestions = (Suggestion("Order the FEMg tests: " + ", ".join(name.lower() for code, name in missing_codes
                                                                    if not drafted_test(ctx, [code])),
                               actions, is_recommended=True, key="order-femg-tests"),)
-    return Finding(rule="femg-needed", indicator="info", summary=summary, detail="\n".join(lines), facts=(mg.to_fact(),),
+    return Finding(rule="femg-needed", indicator=ctx.indicator("femg-needed", "needed"), summary=summary, detail="\n".join(lines), facts=(mg.to_fact(),),
                    source="ijkd-2010", suggestions=suggestions)
 
 
@@ -372,5 +377,5 @@ def _femg_indeterminate(ctx: RuleContext, mg: LabResult, d: Derived) -> Finding 
         sr = lab_service_request(ctx, "24447-5", "Indeterminate FEMg (censored value): 24-hour urine magnesium")
         suggestions = (Suggestion("Order a 24-hour urine magnesium", (Action("create", "Order 24-hour urine magnesium (LOINC 24447-5)", sr),),
                                   is_recommended=True, key="order-urine-magnesium-24h"),)
-    return Finding(rule="femg-needed", indicator="info", summary=summary, detail="\n".join(lines),
+    return Finding(rule="femg-needed", indicator=ctx.indicator("femg-needed", "needed"), summary=summary, detail="\n".join(lines),
                    facts=(mg.to_fact(), d.to_fact()), source="urine-mg-24h", suggestions=suggestions)

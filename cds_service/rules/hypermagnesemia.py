@@ -1,7 +1,7 @@
 """High magnesium (patient level; on order hooks when magnesium is drafted)."""
 from __future__ import annotations
 
-from .base import Action, Finding, RuleContext, Suggestion, lab_fact_line, shown_pair
+from .base import Action, Finding, RuleContext, Suggestion, lab_fact_line, shown_pair, with_action
 from .common import (
     GENERAL_OVERRIDES,
     active_with_class,
@@ -48,7 +48,7 @@ def hypermagnesemia(ctx: RuleContext) -> Finding | None:
                    "re-measure before giving more magnesium")
         lines = ["The latest magnesium is above range but not recent; magnesium is being given or drafted:", "",
                  lab_fact_line(r, "magnesium", now=ctx.now)] + [med_line(ctx, m, with_class=False) for m in given]
-        return Finding(rule="hypermagnesemia", indicator="warning", summary=summary, detail="\n".join(lines),
+        return Finding(rule="hypermagnesemia", indicator=ctx.indicator("hypermagnesemia", "stale"), summary=summary, detail="\n".join(lines),
                        facts=tuple(facts), source="fda-mgso4-warnings", override_reasons=GENERAL_OVERRIDES)
     if obstetric is not None and r.value <= ob_max:
         return None  # obstetric magnesium sulfate in the label's therapeutic range: expected
@@ -70,6 +70,8 @@ def hypermagnesemia(ctx: RuleContext) -> Finding | None:
                f"({mmol} mmol/L) on {r.effective.date()}"
                + ("; stop the drafted magnesium" if drafts and ctx.order_hook else
                   "; stop magnesium" if given else ""))
+    if not given:
+        summary = with_action(summary, "stop magnesium-containing products", "; ")
     lines = [f"Latest serum magnesium is above the upper limit {shown_limit} mg/dL ({limit_source}).", "",
              lab_fact_line(r, "magnesium", now=ctx.now, cutoffs=(limit, reflexes))]
     if reasons:
@@ -89,6 +91,7 @@ def hypermagnesemia(ctx: RuleContext) -> Finding | None:
                    is_recommended=True, key=f"delete-{m.source.reference}")
         for m in drafts if m.source.id
     ) if ctx.order_hook else ()
-    return Finding(rule="hypermagnesemia", indicator="critical" if critical else "warning", summary=summary,
+    return Finding(rule="hypermagnesemia", indicator=ctx.indicator("hypermagnesemia", "critical" if critical else "high"),
+                   summary=summary,
                    detail="\n".join(lines), facts=tuple(facts) + ctx.kidney.facts(), source="fda-mgso4-warnings",
                    suggestions=suggestions, override_reasons=GENERAL_OVERRIDES, selection_behavior="any")

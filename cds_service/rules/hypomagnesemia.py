@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from .base import Action, Finding, RuleContext, Suggestion, lab_fact_line, short_value, shown_pair
+from .base import ASSESSMENT, TODO, VALUES, Action, Finding, with_action, RuleContext, Suggestion, lab_fact_line, short_value, shown_pair
 from .common import (
     GENERAL_OVERRIDES,
     analyte_codes,
@@ -49,20 +49,30 @@ def hypomagnesemia(ctx: RuleContext) -> Finding | None:
     # a censored "<0.9" lies below 0.9 (grade 3 at least): grade the largest value it allows, say "at least"
     grade = ctcae_grade(ctx, math.nextafter(r.value, 0.0) if r.comparator == "<" else r.value)
     at_least = "at least " if r.comparator in ("<", "<=") and grade < 4 else ""
-    indicator = "critical" if critical else "warning"
+    indicator = ctx.indicator("hypomagnesemia", "severe" if critical else "low")
     day = r.effective.date().isoformat()
     value, shown_limit = shown_pair(r.value, limit, 2)
     value = short_value(r) if r.comparator else f"{value} mg/dL"
     mmol, _ = shown_pair(mg_mmol(ctx, r.value), mg_mmol(ctx, limit), 2)
     summary = (f"{'Severe h' if critical else 'H'}ypomagnesemia: magnesium {value} "
                f"({r.comparator or ''}{mmol} mmol/L) on {day}")
+    if ctx.child:
+        action = "replace by weight (child)"
+    elif critical:
+        action = "IV magnesium if symptomatic" + (", reduced for the kidneys" if ctx.kidney.below else "")
+    else:
+        action = "replace orally at night" + (", within the renal ceiling" if ctx.kidney.below else "")
+    summary = with_action(summary, action)
     lines = [
+        ASSESSMENT,
         f"Latest serum magnesium is below the lower limit {shown_limit} mg/dL ({limit_source}); "
         f"CTCAE grade {at_least}{grade}.",
         "",
+        VALUES,
         lab_fact_line(r, "magnesium", now=ctx.now, cutoffs=(limit, severe)),
         *unreadable_note(ctx, r),
         "",
+        TODO,
     ]
     if ctx.child:
         lines += [paediatric_text(ctx)]
@@ -86,12 +96,13 @@ def _stale(ctx: RuleContext) -> Finding | None:
     days = (ctx.now - r.effective).days
     window = ctx.policy("magnesium_advice_max_age_days")
     summary = f"Last magnesium was low ({r.comparator or ''}{r.value:.2f} mg/dL) {days} days ago, on {r.effective.date()}: re-measure"
-    lines = [f"The latest magnesium result is low but older than {window} days: measure it again before any "
-             "treatment decision.", "", lab_fact_line(r, "magnesium", now=ctx.now)]
+    lines = [ASSESSMENT, f"The latest magnesium result is low but older than {window} days.", "",
+             VALUES, lab_fact_line(r, "magnesium", now=ctx.now), "", TODO,
+             "Measure magnesium again before any treatment decision."]
     suggestions: tuple[Suggestion, ...] = ()
     if not drafted_test(ctx, analyte_codes(ctx, "magnesium")):
         sr = lab_service_request(ctx, "19123-9", "Last magnesium low but not recent")
         suggestions = (Suggestion("Order serum magnesium", (Action("create", "Order serum magnesium (LOINC 19123-9)", sr),),
                                   is_recommended=True, key="order-magnesium"),)
-    return Finding(rule="hypomagnesemia", indicator="info", summary=summary, detail="\n".join(lines),
+    return Finding(rule="hypomagnesemia", indicator=ctx.indicator("hypomagnesemia", "stale"), summary=summary, detail="\n".join(lines),
                    facts=(r.to_fact(),), source="guidance", suggestions=suggestions)

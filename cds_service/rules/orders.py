@@ -5,7 +5,7 @@ from typing import Any
 
 from ..knowledge import ATC, RXNORM
 from ..record.model import LabResult, MedicationUse
-from .base import Action, Finding, OverrideReason, RuleContext, Suggestion, lab_fact_line, short_value
+from .base import TODO, VALUES, Action, Finding, with_action, OverrideReason, RuleContext, Suggestion, lab_fact_line, short_value
 from .common import (
     GENERAL_OVERRIDES,
     active_with_class,
@@ -40,7 +40,7 @@ from .common import (
     systemic_drafts_with_class,
 )
 from .doses import administrations_per_48h, daily_micrograms, magnesium_dose, magnesium_load_48h
-from .regimens import Regimen, iv_regimen, iv_regimen_text, oral_regimen, paediatric_text
+from .regimens import Regimen, iv_regimen, iv_regimen_text, oral_regimen, paediatric_text, renal_ceiling_text
 
 SNOMED = "http://snomed.info/sct"
 UCUM = "http://unitsofmeasure.org"
@@ -111,7 +111,9 @@ def _wasting_draft_with_low_magnesium(ctx: RuleContext, drafts: list[MedicationU
     groups = group_by_ingredient(drafts)
     names = ", ".join(group_label(g) for g in groups)
     summary = f"Drafted {names} wastes magnesium; magnesium is {short_value(mg)} ({mg.effective.date()})"
-    lines = ["Latest magnesium is low:", "", lab_fact_line(mg, "magnesium"), "", "Drafted magnesium-wasting order(s):", ""]
+    summary = with_action(summary, "consider an alternative" if any(_safer_alternative(ctx, g[0]) for g in groups)
+                          else "replace and monitor magnesium")
+    lines = ["Latest magnesium is low:", "", lab_fact_line(mg, "magnesium", now=ctx.now), "", "Drafted magnesium-wasting order(s):", ""]
     for group in groups:
         lines += grouped_med_lines(ctx, group)
         for cls in sorted(c for c in group[0].classes() if k.model.classes[c].wasting):
@@ -119,7 +121,7 @@ def _wasting_draft_with_low_magnesium(ctx: RuleContext, drafts: list[MedicationU
     removable = [g for g in groups if _safer_alternative(ctx, g[0])]
     needed = [g for g in groups if not _safer_alternative(ctx, g[0])]
     suggestions: list[Suggestion] = []
-    lines.append("")
+    lines += ["", TODO]
     if removable:
         lines.append("Consider an alternative without magnesium wasting for " + ", ".join(g[0].label for g in removable) + ".")
         for g in removable:
@@ -143,7 +145,7 @@ def _wasting_draft_with_low_magnesium(ctx: RuleContext, drafts: list[MedicationU
             else:
                 suggestions.append(Suggestion(f"Add magnesium: {regimen.label}", (Action("create", regimen.label,
                                               regimen.resource),), is_recommended=True, key="add-magnesium"))
-    return Finding(rule="order-wasting-drug", indicator="warning", summary=summary, detail="\n".join(lines),
+    return Finding(rule="order-wasting-drug", indicator=ctx.indicator("order-wasting-drug", "low"), summary=summary, detail="\n".join(lines),
                    facts=(mg.to_fact(),) + tuple(m.to_fact() for m in drafts), source="guidance",
                    suggestions=tuple(suggestions), override_reasons=WASTING_DRAFT_OVERRIDES + GENERAL_OVERRIDES[1:],
                    selection_behavior="any")
@@ -166,7 +168,7 @@ def _wasting_draft_without_recent_magnesium(ctx: RuleContext, drafts: list[Medic
     facts = tuple(m.to_fact() for m in drafts) + ((mg.to_fact(),) if mg is not None else ())
     sources = [ctx.knowledge.model.classes[c].measure_before_cycle_source for m in drafts for c in sorted(m.classes())
                if ctx.knowledge.model.classes[c].measure_before_cycle]
-    return Finding(rule="order-wasting-drug", indicator="warning", summary=summary, detail="\n".join(lines), facts=facts,
+    return Finding(rule="order-wasting-drug", indicator=ctx.indicator("order-wasting-drug", "before-cycle"), summary=summary, detail="\n".join(lines), facts=facts,
                    source=next((x for x in sources if x), "guidance"),
                    suggestions=_monitoring_suggestion(ctx, "Magnesium before a cycle of a magnesium-wasting drug"),
                    override_reasons=GENERAL_OVERRIDES)
@@ -201,7 +203,7 @@ def order_potassium_without_magnesium(ctx: RuleContext) -> Finding | None:
         assert mg is not None
         summary = f"Potassium drafted with magnesium {short_value(mg)} ({mg.effective.date()}): correct magnesium first"
         lines += [lab_fact_line(mg, "magnesium", now=ctx.now) + " — **low**", *unreadable_note(ctx, mg), "",
-                  "Low magnesium keeps potassium low (renal potassium loss): replace magnesium with the potassium."]
+                  TODO, "Low magnesium keeps potassium low (renal potassium loss): replace magnesium with the potassium."]
         regimen = _magnesium_replacement(ctx, mg)
         if regimen is None:
             lines += ["", paediatric_text(ctx)]
@@ -209,14 +211,14 @@ def order_potassium_without_magnesium(ctx: RuleContext) -> Finding | None:
             suggestions = (Suggestion(f"Add magnesium: {regimen.label}", (Action("create", regimen.label, regimen.resource),),
                                       is_recommended=True, key="add-magnesium"),)
         if ctx.kidney.below:
-            lines += ["", kidney_line(ctx)]
+            lines += ["", VALUES, kidney_line(ctx)]
             facts += list(ctx.kidney.facts())
         facts.append(mg.to_fact())
     else:
         window = float(ctx.policy("magnesium_recent_days"))
         summary = f"Potassium drafted without a recent magnesium ({last_measured_text(ctx, mg)}): check magnesium"
         lines += [(lab_fact_line(mg, "magnesium", now=ctx.now) + f" — older than {window:g} days")
-                  if mg is not None else f"- magnesium: {last_measured_text(ctx, None)}", "",
+                  if mg is not None else f"- magnesium: {last_measured_text(ctx, None)}", "", TODO,
                   "Hypokalemia does not respond to potassium until low magnesium is corrected: measure magnesium.", "",
                   policy_note(ctx, "magnesium_recent_days")]
         if mg is not None:
@@ -224,7 +226,7 @@ def order_potassium_without_magnesium(ctx: RuleContext) -> Finding | None:
         sr = lab_service_request(ctx, "19123-9", "Potassium replacement: check magnesium first")
         suggestions = (Suggestion("Order serum magnesium", (Action("create", "Order serum magnesium (LOINC 19123-9)", sr),),
                                   is_recommended=True, key="order-magnesium"),)
-    return Finding(rule="order-potassium-without-magnesium", indicator="warning", summary=summary,
+    return Finding(rule="order-potassium-without-magnesium", indicator=ctx.indicator("order-potassium-without-magnesium", "drafted"), summary=summary,
                    detail="\n".join(lines), facts=tuple(facts), source="guidance", suggestions=suggestions,
                    override_reasons=GENERAL_OVERRIDES)
 
@@ -246,9 +248,10 @@ def order_magnesium_renal(ctx: RuleContext) -> Finding | None:
     ceiling_mmol = ceiling_g * per_g
     total = load.known_mmol
     exceeded = total > ceiling_mmol
-    lines = [f"Kidney function is below {kf.limit:g} mL/min:", "", kidney_line(ctx), "",
-             f"Ceiling in severe renal insufficiency: **{ceiling_g:g} g magnesium sulfate per 48 h** "
-             f"(= {ceiling_mmol:.1f} mmol Mg at {per_g:g} mmol/g). The label sets it for parenteral magnesium sulfate; it "
+    lines = [f"Kidney function is below {kf.limit:g} mL/min: magnesium is renally excreted and accumulates "
+             "(hypermagnesemia risk).", "", kidney_line(ctx), "",
+             f"Ceiling in severe renal insufficiency: {renal_ceiling_text(ctx)}; "
+             f"{ceiling_g:g} g = {ceiling_mmol:.1f} mmol Mg at {per_g:g} mmol/g. The label sets it for parenteral magnesium sulfate; it "
              "is applied here to every magnesium order together, by any route, and below this clearance the guidance "
              "advises against aggressive replacement of any kind.", "", "Magnesium over 48 h, every drafted and active order:"]
     for o in load.orders:
@@ -280,7 +283,7 @@ def order_magnesium_renal(ctx: RuleContext) -> Finding | None:
     else:
         summary = (f"{sentence_case(kidney_summary(ctx))}: magnesium limited to {ceiling_g:g} g MgSO4 "
                    f"({ceiling_mmol:.0f} mmol) per 48 h; orders total {total:.0f} mmol" + ("" if load.complete else "+"))
-    return Finding(rule="order-magnesium-renal", indicator="critical" if exceeded else "warning", summary=summary[:200],
+    return Finding(rule="order-magnesium-renal", indicator=ctx.indicator("order-magnesium-renal", "over" if exceeded else "within"), summary=summary[:200],
                    detail="\n".join(lines), facts=kf.facts() + tuple(o.order.to_fact() for o in load.orders),
                    source="fda-mgso4-label", override_reasons=GENERAL_OVERRIDES)
 
@@ -308,7 +311,7 @@ def order_iv_magnesium(ctx: RuleContext) -> Finding | None:
         d = magnesium_dose(m, ctx.knowledge)
         lines.append(f"  - per dose: {d.explanation}" if d is not None else "  - dose not convertible to magnesium sulfate grams")
     lines.append("")
-    indicator = "info"
+    indicator = ctx.indicator("order-iv-magnesium", "indicated")
     regimen = iv_regimen_text(ctx)
     if obstetric is not None and latest is not None and fresh is not None and not magnesium_low(ctx, latest):
         lo, hi = ctx.threshold("magnesium_obstetric_min"), ctx.threshold("magnesium_obstetric_max")
@@ -326,6 +329,7 @@ def order_iv_magnesium(ctx: RuleContext) -> Finding | None:
         if regimen is None:
             lines.append(paediatric_text(ctx))
         else:
+            lines.append(TODO)
             lines.append(f"Severe symptomatic hypomagnesemia: {regimen}." + ("" if ctx.kidney.below else
                          f" The label allows up to {ctx.threshold('label_mgso4_max_g_per_litre'):g} g (about 40 mEq) in "
                          "1 L over 3 h."))
@@ -337,18 +341,18 @@ def order_iv_magnesium(ctx: RuleContext) -> Finding | None:
         if regimen is None:
             lines.append(paediatric_text(ctx))
     elif fresh is not None:
-        indicator = "warning"
+        indicator = ctx.indicator("order-iv-magnesium", "not-indicated")
         summary = f"IV magnesium drafted while magnesium is in range ({short_value(fresh)}, {fresh.effective.date()})"
         lines += [lab_fact_line(fresh, "magnesium", now=ctx.now) + " — within range", "",
                   "Check the indication (hypermagnesemia risk)."]
     else:
-        indicator = "warning"
+        indicator = ctx.indicator("order-iv-magnesium", "not-indicated")
         window = float(ctx.policy("magnesium_recent_days"))
         summary = f"IV magnesium drafted without a recent magnesium level ({last_measured_text(ctx, latest, window if latest else None)})"
         lines += [(lab_fact_line(latest, "magnesium", now=ctx.now) + " — not recent") if latest is not None else
                   f"- magnesium: {last_measured_text(ctx, None)}", "", "Measure magnesium before (or with) replacement.",
                   "", policy_note(ctx, "magnesium_recent_days")]
-    lines += ["", kidney_line(ctx), "", TOXICITY_WATCH]
+    lines += ["", VALUES, kidney_line(ctx), "", TODO, TOXICITY_WATCH]
     facts = tuple(m.to_fact() for m in drafts) + ((latest.to_fact(),) if latest is not None else ()) + ctx.kidney.facts()
     return Finding(rule="order-iv-magnesium", indicator=indicator, summary=summary, detail="\n".join(lines), facts=facts,
                    source="fda-mgso4-label", override_reasons=GENERAL_OVERRIDES if indicator != "info" else ())
@@ -436,6 +440,7 @@ def order_vitamin_d_analogue(ctx: RuleContext) -> Finding | None:
                                   f"every {interval} days", sr),), is_recommended=True, key="order-calcium"),)
     warn = high or bool(over)
     facts = tuple(m.to_fact() for m in drafts) + (tuple(status.facts()) if status is not None else ())
-    return Finding(rule="order-vitamin-d-analogue", indicator="warning" if warn else "info", summary=summary,
+    return Finding(rule="order-vitamin-d-analogue", indicator=ctx.indicator("order-vitamin-d-analogue",
+                   "high-or-over" if warn else "monitor"), summary=summary,
                    detail="\n".join(lines), facts=facts, source="guidance", suggestions=suggestions,
                    override_reasons=GENERAL_OVERRIDES if warn else ())

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..record.model import MedicationUse
-from .base import Finding, RuleContext, days_ago_text, lab_fact_line, short_value
+from .base import ASSESSMENT, TODO, VALUES, Finding, RuleContext, with_action, days_ago_text, lab_fact_line, short_value
 from .common import (
     CalciumStatus,
     calcium_from_result,
@@ -79,14 +79,16 @@ def refractory_hypomagnesemia(ctx: RuleContext) -> Finding | None:
     span_days = (run[0].effective - run[-1].effective).total_seconds() / 86400
     summary = (f"Refractory hypomagnesemia: magnesium {short_value(latest)} on {latest.effective.date()}, "
                f"{len(run)} low results over {span_days:.0f} days on oral magnesium")
+    summary = with_action(summary, "escalate stepwise")
     facts: list[dict] = [r.to_fact() for r in run] + [m.to_fact() for m in oral] + list(ctx.kidney.facts())
-    lines = [f"Magnesium has stayed low on {len(run)} consecutive results while oral magnesium is taken:", ""]
+    lines = [ASSESSMENT, f"Magnesium has stayed low on {len(run)} consecutive results while oral magnesium is taken.", "",
+             VALUES]
     lines += [lab_fact_line(r, "magnesium", now=ctx.now, cutoffs=(severe,)) for r in run]
     lines += ["", "Oral magnesium active:"] + [med_line(ctx, m, with_class=False) for m in oral]
     if ctx.child:
         lines += ["", paediatric_text(ctx)]
 
-    lines += ["", "**Before escalating (guidance):**", "",
+    lines += ["", TODO, "**Before escalating (guidance):**", "",
               "- **Volume status first**: correct sodium and water depletion with IV saline; secondary "
               "hyperaldosteronism keeps the kidney wasting magnesium (and potassium)."]
     sodium = ctx.record.latest("sodium")
@@ -174,7 +176,8 @@ def refractory_hypomagnesemia(ctx: RuleContext) -> Finding | None:
                      "IV replacement applies if symptomatic")
     lines += ["", "Find the cause: fractional excretion of magnesium and urine calcium/creatinine (see the FEMg card).",
               "", policy_note(ctx, "refractory_min_low_results", "refractory_min_span_hours", "refractory_window_days")]
-    return Finding(rule="refractory-hypomagnesemia", indicator="critical" if critical else "warning", summary=summary,
+    return Finding(rule="refractory-hypomagnesemia", indicator=ctx.indicator("refractory-hypomagnesemia",
+                   "severe" if critical else "low"), summary=summary,
                    detail="\n".join(lines), facts=tuple(facts), source="guidance", override_reasons=GENERAL_OVERRIDES)
 
 
@@ -207,7 +210,10 @@ def _refractory_electrolyte(ctx: RuleContext, rule: str, analyte: str, low_key: 
                f"replacement, {mg_text}: correct magnesium first")
     if len(summary) >= 140:
         summary = f"Refractory hypo{name}: {shown} ({latest.effective.date()}) on replacement, {mg_text}: magnesium first"
-    lines = [f"{analyte.replace('_', ' ').capitalize()} has stayed low on {len(run)} results over {span_days:.0f} days while it is being replaced:", ""]
+    lines = [ASSESSMENT, f"{analyte.replace('_', ' ').capitalize()} has stayed low on {len(run)} results over {span_days:.0f} days "
+             "while it is being replaced.",
+             f"Low magnesium makes hypo{name} refractory: it does not respond to replacement until magnesium is corrected "
+             f"({mechanism}).", "", VALUES]
     if status is not None:
         lines += ["Calcium now:"] + status.lines() + ["", "Low results (each judged on the best measure available with it):"]
         for r in run:
@@ -225,17 +231,14 @@ def _refractory_electrolyte(ctx: RuleContext, rule: str, analyte: str, low_key: 
                                                        f" — older than {ctx.policy('magnesium_recent_days')} days"))
     else:
         lines.append("- no magnesium result in the record")
-    lines += ["",
-              f"Low magnesium makes hypo{name} refractory: it does not respond to replacement until magnesium is corrected "
-              f"({mechanism}). "
-              + ("Correct magnesium first." if state == "low" else "Check magnesium now and correct it if low."),
+    lines += ["", TODO, "Correct magnesium first." if state == "low" else "Check magnesium now and correct it if low.",
               "", policy_note(ctx, "electrolyte_refractory_min_low_results", "electrolyte_refractory_min_span_hours",
                               "refractory_window_days", "magnesium_recent_days")]
     facts = [r.to_fact() for r in run] + [m.to_fact() for m in supplements] + ([mg.to_fact()] if mg is not None else [])
     if status is not None:
         facts += status.facts()
     facts += unreadable_facts(ctx, latest, mg)
-    return Finding(rule=rule, indicator="warning", summary=summary, detail="\n".join(lines), facts=tuple(facts),
+    return Finding(rule=rule, indicator=ctx.indicator(rule, "refractory"), summary=summary, detail="\n".join(lines), facts=tuple(facts),
                    source="guidance", override_reasons=GENERAL_OVERRIDES)
 
 

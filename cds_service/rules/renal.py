@@ -56,7 +56,8 @@ def renal_replacement_caution(ctx: RuleContext) -> Finding | None:
             facts += [c.to_fact() for c in ckd4]
         lines += ["", f"Check kidney function before any replacement: below {kf.limit:g} mL/min no aggressive "
                       f"replacement, {renal_ceiling_text(ctx)}.", "", "Orders and data:"] + context_lines
-        return Finding(rule="renal-replacement-caution", indicator="warning" if ckd4 else "info", summary=summary[:140],
+        return Finding(rule="renal-replacement-caution",
+                       indicator=ctx.indicator("renal-replacement-caution", "unknown-ckd4" if ckd4 else "unknown"), summary=summary[:140],
                        detail="\n".join(lines), facts=tuple(facts), source="guidance",
                        override_reasons=GENERAL_OVERRIDES if ckd4 else ())
     if kf.status != "below":
@@ -75,5 +76,5 @@ def renal_replacement_caution(ctx: RuleContext) -> Finding | None:
     lines.append("- watch for toxicity: loss of patellar reflexes first, then respiratory depression, hypotension, "
                  "bradycardia (calcium chloride reverses it).")
     lines += ["", "Relevant data:"] + context_lines
-    return Finding(rule="renal-replacement-caution", indicator="warning", summary=summary, detail="\n".join(lines),
+    return Finding(rule="renal-replacement-caution", indicator=ctx.indicator("renal-replacement-caution", "below"), summary=summary, detail="\n".join(lines),
                    facts=tuple(facts), source="fda-mgso4-label", override_reasons=GENERAL_OVERRIDES)

@@ -50,15 +50,20 @@ def test_femg_from_a_censored_urine_magnesium_is_a_bound(client, catalog):
 
 
 def test_newer_unreadable_magnesium_results_are_named_on_the_cards_that_use_the_older_one(client, catalog):
+    """Named in full (reason and reference) on the card owning the magnesium result (issue 16: one problem, one
+    card); every other card using the older value names them by date and points there."""
     for hook, topics in (("patient-view", ("hypomagnesemia", "femg-needed")),
                          ("order-sign", ("hypomagnesemia", "order-potassium-without-magnesium"))):
         cards = _cards(client, catalog, "mg-unreadable-newer-62", hook)
-        for topic in topics:
+        owner = cards["hypomagnesemia"]["detail"]
+        assert "a newer magnesium result of 2026-11-25 could not be read (no numeric value): " \
+               "Observation/mg-unreadable-newer-62-lab-3" in owner
+        assert "a newer magnesium result of 2026-11-23 could not be read (unit 'mg%' cannot be interpreted): " \
+               "Observation/mg-unreadable-newer-62-lab-2" in owner
+        for topic in topics[1:]:
             detail = cards[topic]["detail"]
-            assert "a newer magnesium result of 2026-11-25 could not be read (no numeric value): " \
-                   "Observation/mg-unreadable-newer-62-lab-3" in detail, topic
-            assert "a newer magnesium result of 2026-11-23 could not be read (unit 'mg%' cannot be interpreted): " \
-                   "Observation/mg-unreadable-newer-62-lab-2" in detail, topic
+            assert "- newer magnesium (2026-11-25): could not be read; see the low-magnesium card" in detail, topic
+            assert "- newer magnesium (2026-11-23): could not be read; see the low-magnesium card" in detail, topic
         assert "1.40 mg/dL" in cards["hypomagnesemia"]["summary"]
 
 
