@@ -357,6 +357,7 @@ class AuditStore:
                         if self._pending:
                             self._pending.popleft()
                     self._cond.notify_all()
+                metrics.sync_audit(self)  # the queue gauge after the shipped records left it
             if offset >= seg.size and self.spool.retire(seg):  # type: ignore[union-attr]
                 self._readers.pop(seg.path).close()
                 self._offsets.pop(seg.path, None)
