@@ -80,16 +80,7 @@ def observation(i: int, patient_id: str, rnd: random.Random) -> dict[str, Any]:
         "issued": _iso(when + timedelta(hours=1)),
         "valueQuantity": {"value": round(rnd.uniform(vmin, vmax), 2), "unit": unit, "system": UCUM, "code": unit},
     }
-    if low is not None or high is not None:
-        rr: dict[str, Any] = {}
-        if low is not None:
-            rr["low"] = {"value": low, "unit": unit, "system": UCUM, "code": unit}
-        if high is not None:
-            rr["high"] = {"value": high, "unit": unit, "system": UCUM, "code": unit}
-        obs["referenceRange"] = [rr]
-        v = obs["valueQuantity"]["value"]
-        flag = "L" if low is not None and v < low else "H" if high is not None and v > high else "N"
-        obs["interpretation"] = [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": flag}]}]
+    add_reference_range(obs, low, high, unit)
     return obs
 
 
@@ -165,3 +156,18 @@ def patient_view_request(n_observations: int, patient_id: str = "bench-1", seed:
         "context": {"userId": "Practitioner/bench", "patientId": patient_id},
         "prefetch": prefetch,
     }
+
+
+def add_reference_range(obs: dict[str, Any], low: float | None, high: float | None, unit: str) -> None:
+    """The lab's referenceRange and the L/H/N interpretation of the value against it (nothing when no range)."""
+    if low is None and high is None:
+        return
+    rr: dict[str, Any] = {}
+    if low is not None:
+        rr["low"] = {"value": low, "unit": unit, "system": UCUM, "code": unit}
+    if high is not None:
+        rr["high"] = {"value": high, "unit": unit, "system": UCUM, "code": unit}
+    obs["referenceRange"] = [rr]
+    v = obs["valueQuantity"]["value"]
+    flag = "L" if low is not None and v < low else "H" if high is not None and v > high else "N"
+    obs["interpretation"] = [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": flag}]}]

@@ -56,7 +56,8 @@ def _private_server(tmp: Path) -> tuple[str, "callable"]:
     root = tmp / "fhir-root"
     (root / "scripts").mkdir(parents=True)
     (root / "ci").mkdir()
-    shutil.copy(procs.REPO / "scripts" / "fhir-server.sh", root / "scripts")
+    for script in ("fhir-server.sh", "progress.sh"):  # fhir-server.sh sources progress.sh
+        shutil.copy(procs.REPO / "scripts" / script, root / "scripts")
     shutil.copy(procs.REPO / "ci" / "fhir-server-constraints.txt", root / "ci")
     env = {**os.environ, "CDS_TEST_FHIR_PORT": str(procs.free_port()),
            "CDS_FHIR_VENV": str(procs.REPO / ".cache" / "fhir-venv")}

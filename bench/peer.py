@@ -32,7 +32,7 @@ from typing import Any
 import requests
 
 from . import procs
-from .data import LOINC, NOW, RXNORM, SNOMED, UCUM, _iso, bundle, patient
+from .data import LOINC, NOW, RXNORM, SNOMED, UCUM, _iso, add_reference_range, bundle, patient
 
 SERVICE = "magnesium-patient-view"
 OUT = Path(__file__).resolve().parent / "out"
@@ -73,16 +73,7 @@ def observation(i: int, pid: str, n: int) -> dict[str, Any]:
         "performer": [{"reference": "Organization/lab-1", "display": "Central laboratory"}],
         "note": [{"text": "Specimen received in good condition; analysed on the routine chemistry line."}],
     }
-    if low is not None or high is not None:
-        rr: dict[str, Any] = {}
-        if low is not None:
-            rr["low"] = {"value": low, "unit": unit, "system": UCUM, "code": unit}
-        if high is not None:
-            rr["high"] = {"value": high, "unit": unit, "system": UCUM, "code": unit}
-        obs["referenceRange"] = [rr]
-        flag = "L" if low is not None and value < low else "N"
-        obs["interpretation"] = [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
-                                              "code": flag}]}]
+    add_reference_range(obs, low, high, unit)
     return obs
 
 

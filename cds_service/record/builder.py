@@ -638,23 +638,24 @@ def _last_known_date(med: lean.MedicationRequest | lean.MedicationStatement) -> 
                                or med.effectiveDateTime or med.dateAsserted)
 
 
-def _doses_per_day(repeat: lean.TimingRepeat) -> float | None:
-    """Timing.repeat as administrations per day (frequency per period); None when it does not say."""
+def _hours_between_doses(repeat: lean.TimingRepeat) -> float | None:
+    """Timing.repeat (frequency per period) as hours between administrations; None when it does not say."""
     hours = _HOURS_PER_UNIT.get(repeat.periodUnit or "")
     if hours is None or not repeat.period or repeat.period <= 0:
         return None
     frequency = repeat.frequency or 1
     if frequency <= 0:
         return None
-    return frequency * 24.0 / (repeat.period * hours)
+    return repeat.period * hours / frequency
+
+
+def _doses_per_day(repeat: lean.TimingRepeat) -> float | None:
+    """Timing.repeat as administrations per day; None when it does not say."""
+    interval = _hours_between_doses(repeat)
+    return None if interval is None else 24.0 / interval
 
 
 def _interval_text(repeat: lean.TimingRepeat) -> str | None:
-    """Timing.repeat (frequency per period) as 'every N hours', the form the dose rules read."""
-    hours = _HOURS_PER_UNIT.get(repeat.periodUnit or "")
-    if hours is None or not repeat.period or repeat.period <= 0:
-        return None
-    frequency = repeat.frequency or 1
-    if frequency <= 0:
-        return None
-    return f"every {repeat.period * hours / frequency:g} hours"
+    """Timing.repeat as 'every N hours', the form the dose rules read."""
+    interval = _hours_between_doses(repeat)
+    return None if interval is None else f"every {interval:g} hours"

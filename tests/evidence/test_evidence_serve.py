@@ -16,6 +16,7 @@ from cds_service.knowledge import load_knowledge
 from cds_service.definitions import load_definitions
 from cds_service.config import Settings
 from helpers.env import FIXED_NOW
+from helpers.processes import wait_until_healthy
 
 CLI = str(Path(sys.executable).with_name("cds-service"))
 
@@ -36,15 +37,7 @@ def test_served_links_open_on_every_worker_and_stay_out_of_the_logs(tmp_path):
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([CLI, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
-                        break
-                except (requests.ConnectionError, requests.Timeout):
-                    pass
-                assert time.monotonic() < deadline and proc.poll() is None, "serve did not come up"
-                time.sleep(0.2)
+            wait_until_healthy(base, proc, 60, lambda: log_path.read_text(errors="replace")[-2000:])
             catalog = load_definitions(Settings().hooks_dir, load_knowledge())
             # the fixture's dates are relative to FIXED_NOW; the served clock is today's, so only the link matters here
             body = build_request("mg-refractory-01", "patient-view", catalog, FIXED_NOW)

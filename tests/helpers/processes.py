@@ -23,6 +23,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_healthy(base_url: str, proc: subprocess.Popen, wait: float = 60.0, describe=lambda: "") -> None:
+    """Poll ``base_url``/healthz until it answers 200: one helper for every test that starts a server. Any request
+    failure counts as "not up yet" (refused while gunicorn binds, or a read timeout before a worker is ready on a
+    loaded machine); a process that exits, or the deadline, fails the test with ``describe()`` (e.g. its log)."""
+    deadline = time.monotonic() + wait
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited ({proc.returncode}): {describe()}")
+        try:
+            if requests.get(base_url + "/healthz", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"server did not come up within {wait:g} s: {describe()}")
+        time.sleep(0.2)
+
+
 class Served:
     """`cds-service serve` on a free port, with its own environment; stopped (SIGTERM) on exit."""
 
@@ -38,17 +56,8 @@ class Served:
     def start(self, wait: float = 60.0) -> "Served":
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([CLI, "serve"], env=self.env, cwd=REPO, stdout=self._log, stderr=self._log)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"serve exited ({self.proc.returncode}): {self.log()}")
-            try:
-                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"serve did not come up: {self.log()}")
+        wait_until_healthy(self.url, self.proc, wait, self.log)
+        return self
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]

@@ -23,6 +23,7 @@ import pytest
 import requests
 import yaml
 from helpers.env import FIXED_NOW
+from helpers.processes import wait_until_healthy
 
 from cds_service.app import create_app
 from cds_service.fixtures import list_scenarios, request_files
@@ -172,16 +173,7 @@ def test_serve_lists_the_services_from_outside_the_repository(installed):
                                 env=_clean_env(CDS_AUTH_MODE="off", CDS_WORKERS="1"), stdout=sink,
                                 stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:  # refused while starting, or a read timeout before a worker is ready
-                pass
-            assert proc.poll() is None, f"serve exited {proc.returncode}:\n{log.read_text(errors='replace')}"
-            assert time.monotonic() < deadline, f"serve did not come up:\n{log.read_text(errors='replace')}"
-            time.sleep(0.2)
+        wait_until_healthy(base, proc, 60, lambda: log.read_text(errors="replace"))
         discovery = requests.get(f"{base}/cds-services", timeout=10)
         assert discovery.status_code == 200
         services = discovery.json()["services"]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import requests
 from trustkit import ISS, Signer, bearer, jwks, write_issuers
+from helpers.processes import wait_until_healthy
 
 CLI = str(Path(sys.executable).with_name("cds-service"))
 
@@ -41,15 +42,7 @@ def test_serve_defaults_to_required(tmp_path):
     proc = subprocess.Popen([CLI, "serve", "--port", str(port)], env=_env(tmp_path, CDS_TRUSTED_ISSUERS_FILE=issuers),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:  # not up yet, or slow to answer on a loaded machine
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None, "serve did not come up"
-            time.sleep(0.2)
+        wait_until_healthy(base, proc, 60)
         anonymous = requests.get(f"{base}/cds-services", timeout=5)
         assert anonymous.status_code == 401 and "Bearer" in anonymous.headers["WWW-Authenticate"]
         signed = requests.get(f"{base}/cds-services", headers=bearer(signer.token(f"{base}/cds-services")), timeout=5)
