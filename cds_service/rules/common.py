@@ -412,8 +412,8 @@ class CalciumStatus:
     def state(self) -> str:
         return "low" if self.low else "high" if self.high else "indeterminate" if self.bound == "indeterminate" else "not low"
 
-    def lines(self) -> list[str]:
-        """Card lines: the measure used (and why), its inputs."""
+    def lines(self, now: datetime | None = None) -> list[str]:
+        """Card lines: the measure used (and why), its inputs (with their ages when ``now`` is given)."""
         why = {"ionized": "ionized calcium measured recently: it decides",
                "albumin-corrected": "no recent ionized calcium; total calcium corrected for the albumin measured with it",
                "reported-corrected": "no recent ionized calcium; the lab's albumin-corrected calcium",
@@ -422,7 +422,9 @@ class CalciumStatus:
         if self.corrected is not None:
             out.append(f"  - = {self.corrected.formula}")
         for r in self.inputs:
-            out.append(f"  - {r.analyte.replace('_', ' ')}: {value_text(r)} on {r.effective.date().isoformat()} ({r.source.reference})")
+            age = days_ago_text(now, r.effective)
+            out.append(f"  - {r.analyte.replace('_', ' ')}: {value_text(r)} on {r.effective.date().isoformat()} "
+                       f"({age + '; ' if age else ''}{r.source.reference})")
         return out
 
     def facts(self) -> list[dict[str, Any]]:

@@ -425,7 +425,7 @@ def order_vitamin_d_analogue(ctx: RuleContext) -> Finding | None:
         lines.append("- no serum calcium in the record: measure a baseline")
         summary = f"{names} drafted: no calcium on record; check calcium weekly at first"
     else:
-        lines += [f"Calcium{' — **above range**' if high else ''}:"] + status.lines() + unreadable_note(ctx, ca)
+        lines += [f"Calcium{' — **above range**' if high else ''}:"] + status.lines(ctx.now) + unreadable_note(ctx, ca)
         if high:
             summary = f"{names} drafted with calcium already high ({status.label} {status.shown}, {ca.effective.date()})"
         else:

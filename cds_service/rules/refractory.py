@@ -215,7 +215,7 @@ def _refractory_electrolyte(ctx: RuleContext, rule: str, analyte: str, low_key: 
              f"Low magnesium makes hypo{name} refractory: it does not respond to replacement until magnesium is corrected "
              f"({mechanism}).", "", VALUES]
     if status is not None:
-        lines += ["Calcium now:"] + status.lines() + ["", "Low results (each judged on the best measure available with it):"]
+        lines += ["Calcium now:"] + status.lines(ctx.now) + ["", "Low results (each judged on the best measure available with it):"]
         for r in run:
             judged = calcium_from_result(ctx, r)
             lines.append(lab_fact_line(r, r.analyte.replace("_", " "), digits, now=ctx.now)
