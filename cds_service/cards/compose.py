@@ -99,7 +99,7 @@ def _mark(key: str) -> str:
 
 
 # rules.common.unreadable_note / with_unreadable_named: a newer result that could not be read
-_UNREADABLE = re.compile(r"^\s*- _a newer (.+?) result of (\d{4}-\d{2}-\d{2}) could not be read .*?: "
+_UNREADABLE = re.compile(r"^\s*- _a newer (.+?) result of (\d{4}-\d{2}-\d{2})(?: \([^)]*\))? could not be read .*?: "
                          r"((?:Observation)/[A-Za-z0-9\-.]+);")
 _SPLIT = re.compile(r"(?<=[.;:])\s+")
 _LAB = re.compile(r"^- [^*\n]+?: \*\*.+\((Observation/[A-Za-z0-9\-.]+)\)")

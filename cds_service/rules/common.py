@@ -242,10 +242,12 @@ def derived_value(d: Derived, digits: int = 1) -> str:
     return f"{bound + ' ' if bound else ''}{d.value:.{digits}f} {d.unit}"
 
 
-def derived_line(d: Derived, label: str, digits: int = 1) -> str:
+def derived_line(d: Derived, label: str, digits: int = 1, now: datetime | None = None) -> str:
     lines = [f"- {label}: **{derived_value(d, digits)}** = {d.formula}"]
     for i in d.inputs:
-        lines.append(f"  - input {i.analyte.replace('_', ' ')}: {fmt_value(i)} on {i.effective.date().isoformat()} ({i.source.reference})")
+        age = days_ago_text(now, i.effective)
+        lines.append(f"  - input {i.analyte.replace('_', ' ')}: {fmt_value(i)} on {i.effective.date().isoformat()} "
+                     f"({age + '; ' if age else ''}{i.source.reference})")
     for n in d.notes:
         lines.append(f"  - note: {n}")
     return "\n".join(lines)
@@ -370,7 +372,8 @@ def unreadable_note(ctx: RuleContext, used: LabResult | None, analyte: str | Non
     if name is None:
         return []
     newer = ctx.record.newer_unreadable(name, used.effective if used is not None else None)
-    return [f"- _a newer {name.replace('_', ' ')} result of {u.effective.date().isoformat()} could not be read "
+    return [f"- _a newer {name.replace('_', ' ')} result of {u.effective.date().isoformat()} "
+            f"({days_ago_text(ctx.now, u.effective)}) could not be read "
             f"({u.reason}): {u.source.reference}; "
             + ("the older value above is used_" if used is not None else "no readable value is used_") for u in newer]
 
@@ -519,7 +522,8 @@ def with_unreadable_named(ctx: RuleContext, finding: Finding) -> Finding:
                if u.source.reference not in finding.detail]
     if not missing:
         return finding
-    lines = [f"- _a newer {u.analyte.replace('_', ' ')} result of {u.effective.date().isoformat()} could not be read "
+    lines = [f"- _a newer {u.analyte.replace('_', ' ')} result of {u.effective.date().isoformat()} "
+             f"({days_ago_text(ctx.now, u.effective)}) could not be read "
              f"({u.reason}): {u.source.reference}; an older value is used above_" for u in missing]
     return replace(finding, detail=finding.detail + "\n\nNot used:\n" + "\n".join(lines),
                    facts=finding.facts + tuple(u.to_fact() for u in missing))

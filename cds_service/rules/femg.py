@@ -144,7 +144,7 @@ def _urine_24h_lines(ctx: RuleContext, u: UrineMagnesium24h) -> list[str]:
 def _common_lines(ctx: RuleContext, a: FemgAssessment) -> list[str]:
     d = a.value
     assert d is not None and a.kidney is not None
-    lines = [derived_line(d, "FEMg", 2)] + [n for i in d.inputs for n in unreadable_note(ctx, i)] + ["",
+    lines = [derived_line(d, "FEMg", 2, now=ctx.now)] + [n for i in d.inputs for n in unreadable_note(ctx, i)] + ["",
              "FEMg (%) = (U_Mg x P_Cr) / (0.7 x P_Mg x U_Cr) x 100, urine and plasma in the same unit per analyte; "
              "0.7 because only about 70 % of plasma magnesium is filtered.", ""]
     if a.kidney.unit == "mL/min":
@@ -212,7 +212,7 @@ def _renal_wasting_from_24h(ctx: RuleContext, u24: UrineMagnesium24h | None) -> 
              "not from a FEMg; no FEMg is needed for it.", ""] + _urine_24h_lines(ctx, u24) + [""]
     a = assess_femg(ctx)
     if a.value is not None:
-        lines += ["A FEMg exists but does not conclude: " + derived_line(a.value, "FEMg", 2)[2:], ""]
+        lines += ["A FEMg exists but does not conclude: " + derived_line(a.value, "FEMg", 2, now=ctx.now)[2:], ""]
     interfering = active_with_class(ctx, "loop-diuretic", "thiazide", "magnesium-supplement")
     if interfering:
         lines += ["Active now (they raise urine magnesium; the collection reads best off them): "
@@ -233,7 +233,7 @@ def _renal_wasting_finding(ctx: RuleContext, summary: str, lines: list[str], fac
     if ratio is not None:
         facts.append(ratio.to_fact())
         low, high = ctx.threshold("urine_ca_cr_low"), ctx.threshold("urine_ca_cr_high")
-        lines.append(derived_line(ratio, "urine calcium/creatinine", 3))
+        lines.append(derived_line(ratio, "urine calcium/creatinine", 3, now=ctx.now))
         bound = ratio.extra.get("bound")
         if bound == "indeterminate" or (bound in ("<", "<=") and ratio.value >= low) or (bound in (">", ">=") and ratio.value <= high):
             lines.append("Urine Ca/Cr is censored across a cut-off: it cannot tell Gitelman from Bartter/FHHNC.")
@@ -369,7 +369,7 @@ def _femg_indeterminate(ctx: RuleContext, mg: LabResult, d: Derived) -> Finding 
                f"indeterminate (censored {', '.join(i.analyte.replace('_', ' ') for i in censored)}): measure a 24-hour urine magnesium")
     lines = ["Magnesium is low and the FEMg cannot tell renal from extrarenal loss: a value reported as a bound cannot be "
              f"used as an exact number, and the bound it gives does not fall on one side of {cut:g} %.", "",
-             lab_fact_line(mg, "magnesium", now=ctx.now), derived_line(d, "FEMg", 2), "",
+             lab_fact_line(mg, "magnesium", now=ctx.now), derived_line(d, "FEMg", 2, now=ctx.now), "",
              f"A 24-hour urine magnesium above {ctx.threshold('urine_mg_24h_renal_wasting'):g} mg a day with low serum "
              "magnesium shows renal wasting; not above it, the kidney conserves (ideally off supplements and diuretics)."]
     suggestions: tuple[Suggestion, ...] = ()

@@ -162,7 +162,7 @@ def _wasting_draft_without_recent_magnesium(ctx: RuleContext, drafts: list[Medic
         c = ctx.knowledge.model.classes[cls]
         lines.append(f"- {c.display}: {c.mechanism} ({ctx.knowledge.source(c.source).citation})")
         lines.append(f"  - {ctx.knowledge.source(c.measure_before_cycle_source or c.source).citation}")
-    lines += ["", (lab_fact_line(mg, "magnesium") + f" — older than {days} days") if mg is not None
+    lines += ["", (lab_fact_line(mg, "magnesium", now=ctx.now) + f" — older than {days} days") if mg is not None
               else "- no magnesium result in the record", "",
               "Measure serum magnesium before this cycle and replace it if low.", "", policy_note(ctx, "magnesium_recent_days")]
     facts = tuple(m.to_fact() for m in drafts) + ((mg.to_fact(),) if mg is not None else ())

@@ -202,7 +202,7 @@ def test_a_newer_unreadable_result_is_named_on_the_card_that_uses_the_older_valu
     f = run("hypomagnesemia", rec)
     assert f is not None and "Observation/old" in f.detail
     for oid, day in (("nv", "2026-11-24"), ("bu", "2026-11-23"), ("bv", "2026-11-22")):
-        assert f"a newer magnesium result of {day} could not be read" in f.detail and f"Observation/{oid}" in f.detail
+        assert f"a newer magnesium result of {day} (" in f.detail and f"Observation/{oid}" in f.detail
     assert "unit 'mg%' cannot be interpreted" in f.detail
 
 
@@ -230,7 +230,7 @@ def test_every_card_names_newer_unreadable_results_of_the_values_it_uses():
     assert not errors
     by_rule = {f.rule: f for f in findings}
     wasting = by_rule["magnesium-wasting-drug"]
-    assert "a newer magnesium result of 2026-11-24 could not be read (no numeric value): Observation/nv" in wasting.detail
+    assert "a newer magnesium result of 2026-11-24 (1 day ago) could not be read (no numeric value): Observation/nv" in wasting.detail
     assert any(f.get("kind") == "unreadable-lab" for f in wasting.facts)
     # named once, not again by the safety net, on the card whose rule names it itself
     assert by_rule["hypomagnesemia"].detail.count("Observation/nv") == 1

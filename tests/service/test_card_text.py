@@ -146,3 +146,17 @@ def test_never_measured_only_when_nothing_was_measured():
 
 def _observations(scenario) -> list[dict]:
     return [e["resource"] for e in read_bundle(scenario)["entry"] if e["resource"]["resourceType"] == "Observation"]
+
+
+def test_every_result_line_shows_the_age_of_its_value():
+    """Issue 10, time: a value stated as a result (its own line with an Observation reference, or a formula input)
+    carries its age: 'on 2026-11-20 (5 days ago)', 'today', never a bare date."""
+    bare = []
+    for c, card in _cards():
+        for line in _detail(card).split("\n"):
+            if not re.search(r"\bObservation/", line) or not re.search(r"\bon \d{4}-\d{2}-\d{2}\b", line):
+                continue
+            for m in re.finditer(r"\bon (\d{4}-\d{2}-\d{2})\b", line):
+                if not re.match(r"\*{0,2} \((today|1 day ago|\d+ days ago)", line[m.end():]):
+                    bare.append((c, line.strip()[:160]))
+    assert bare == [], bare[:5]

@@ -56,9 +56,9 @@ def test_newer_unreadable_magnesium_results_are_named_on_the_cards_that_use_the_
                          ("order-sign", ("hypomagnesemia", "order-potassium-without-magnesium"))):
         cards = _cards(client, catalog, "mg-unreadable-newer-62", hook)
         owner = cards["hypomagnesemia"]["detail"]
-        assert "a newer magnesium result of 2026-11-25 could not be read (no numeric value): " \
+        assert "a newer magnesium result of 2026-11-25 (today) could not be read (no numeric value): " \
                "Observation/mg-unreadable-newer-62-lab-3" in owner
-        assert "a newer magnesium result of 2026-11-23 could not be read (unit 'mg%' cannot be interpreted): " \
+        assert "a newer magnesium result of 2026-11-23 (2 days ago) could not be read (unit 'mg%' cannot be interpreted): " \
                "Observation/mg-unreadable-newer-62-lab-2" in owner
         for topic in topics[1:]:
             detail = cards[topic]["detail"]
