@@ -94,8 +94,9 @@ class RecordBuilder:
         observations: dict[str, int] = {}  # Observation id -> its place in parsed: the latest version wins
         for key, value in data.values.items():
             for raw, _ in iter_resources(value):
-                if type(raw) is dict and raw.get("resourceType") == "Observation":
-                    facts = self._parse_observation(rec, raw, key)
+                typed = type(raw) is lean.ObservationData  # decoded from bytes (api/body.py): clean
+                if typed or (type(raw) is dict and raw.get("resourceType") == "Observation"):
+                    facts = self._typed_observation(rec, raw, key) if typed else self._parse_observation(rec, raw, key)
                     if facts is None:
                         continue
                     if facts.id:
@@ -233,6 +234,34 @@ class RecordBuilder:
             log.warning("ignored %s in %s: belongs to another patient", label, key)
             return None
         return facts
+
+    def _typed_observation(self, rec: PatientRecord, obs: lean.ObservationData, key: str | None) -> lean.ObservationFacts | None:
+        """_parse_observation for an Observation decoded from bytes: the same checks and outcome, read from the
+        typed structure (which only holds clean Observations, so observation_facts would not have raised)."""
+        subject = obs.subject
+        ref = subject.reference if subject is not None else None
+        if subject is None or _same_reference(ref, rec.patient_id):
+            coding = obs.code.coding
+            if coding is not None and self._none_of_ours(coding):
+                return None  # plainly unread (see _plainly_unread)
+        facts = lean.observation_facts_typed(obs)
+        if not _same_reference(facts.subject, rec.patient_id):
+            label = f"Observation/{obs.id}" if obs.id else "Observation"
+            rec.note_gap("other-patient", f"{label} in {key} belongs to another patient and was ignored", key)
+            log.warning("ignored %s in %s: belongs to another patient", label, key)
+            return None
+        return facts
+
+    def _none_of_ours(self, coding: list[lean.TCoding]) -> bool:
+        """Whether no coding of a typed Observation's code is one the rules read (as _plainly_unread decides)."""
+        analytes = self.k.loinc_to_analyte
+        for c in coding:
+            value, system = c.code, c.system
+            if value is None:
+                return False
+            if value.strip() in analytes and (system is None or system.strip() in (LOINC, "")):
+                return False
+        return True
 
     def _plainly_unread(self, raw: dict, patient_id: str) -> bool:
         """A well-formed Observation of this patient that no rule reads (status that never counts, or no code
