@@ -65,6 +65,7 @@ class RecordBuilder:
         self.k = knowledge
         self.now = now
         self.lookback_start = now - timedelta(days=int(knowledge.policy("lookback_days")))
+        self._latest = now + timedelta(days=1)  # results dated later are in the future
         self._ms_states: dict[str, str] = dict(knowledge.policy("medication_statement_states"))
         self._mr_states: dict[str, str] = dict(knowledge.policy("medication_request_states"))
         self._mr_planned_intents = frozenset(knowledge.policy("medication_request_planned_intents"))
@@ -240,12 +241,13 @@ class RecordBuilder:
         typed structure (which only holds clean Observations, so observation_facts would not have raised)."""
         subject = obs.subject
         ref = subject.reference if subject is not None else None
-        if subject is None or _same_reference(ref, rec.patient_id):
+        same = subject is None or _same_reference(ref, rec.patient_id)
+        if same:
             coding = obs.code.coding
             if coding is not None and self._none_of_ours(coding):
                 return None  # plainly unread (see _plainly_unread)
         facts = lean.observation_facts_typed(obs)
-        if not _same_reference(facts.subject, rec.patient_id):
+        if not (same if facts.subject == ref else _same_reference(facts.subject, rec.patient_id)):
             label = f"Observation/{obs.id}" if obs.id else "Observation"
             rec.note_gap("other-patient", f"{label} in {key} belongs to another patient and was ignored", key)
             log.warning("ignored %s in %s: belongs to another patient", label, key)
@@ -317,7 +319,7 @@ class RecordBuilder:
         source = SourceRef("Observation", obs.id, obs.version_id)
         q = obs.quantity
         when = parse_fhir_datetime(obs.effective)
-        dated = when is not None and self.lookback_start <= when <= self.now + timedelta(days=1)
+        dated = when is not None and self.lookback_start <= when <= self._latest
         if q is None or q.value is None:
             rec.note_gap("value-missing", f"{label} ({analyte}) has no numeric value")
             if dated:
@@ -328,7 +330,7 @@ class RecordBuilder:
             return
         if when < self.lookback_start:
             return
-        if when > self.now + timedelta(days=1):
+        if when > self._latest:
             rec.note_gap("date-future", f"{label} ({analyte}) is dated in the future ({when.date()}) and was ignored")
             return
         if q.comparator is not None and q.comparator not in COMPARATORS:

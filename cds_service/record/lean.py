@@ -576,8 +576,8 @@ def _t_quantity(q: TQuantity | None) -> QuantityFacts | None:
     return QuantityFacts(q.value, comparator and comparator.strip(), q.unit, system and system.strip(), code and code.strip())
 
 
-def _t_codes(concept: TConcept) -> list[tuple[str | None, str | None]]:
-    return [(c.system and c.system.strip(), c.code and c.code.strip()) for c in concept.coding or ()]
+def _t_codes(concept: TConcept) -> tuple[tuple[str | None, str | None], ...]:
+    return tuple([(c.system and c.system.strip(), c.code and c.code.strip()) for c in concept.coding or ()])
 
 
 def observation_facts_typed(obs: ObservationData) -> ObservationFacts:
@@ -593,10 +593,10 @@ def observation_facts_typed(obs: ObservationData) -> ObservationFacts:
     edt, einst, issued, rid = obs.effectiveDateTime, obs.effectiveInstant, obs.issued, obs.id
     effective = (edt and edt.strip()) or (pstart and pstart.strip()) or (einst and einst.strip()) or (issued and issued.strip())
     return ObservationFacts(
-        rid and rid.strip(), version and version.strip(), obs.status.strip(), tuple(_t_codes(obs.code)),
+        rid and rid.strip(), version and version.strip(), obs.status.strip(), _t_codes(obs.code),
         ref and ref.strip(), effective, _t_quantity(obs.valueQuantity),
-        tuple((_t_quantity(rr.low), _t_quantity(rr.high)) for rr in obs.referenceRange or ()),
-        tuple(tuple([c for _, c in _t_codes(ic)]) for ic in obs.interpretation or ()),
+        tuple([(_t_quantity(rr.low), _t_quantity(rr.high)) for rr in obs.referenceRange or ()]),
+        tuple([tuple([c.code and c.code.strip() for c in ic.coding or ()]) for ic in obs.interpretation or ()]),
         updated and updated.strip(),
     )
 
