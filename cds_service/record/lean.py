@@ -4,6 +4,10 @@ Full fhir.resources models cost ~25x json.loads per request; these cost ~2x. The
 real EHRs send that strict R4 would reject: a single object where R4 wants a list, unknown
 elements, codes with stray whitespace. An optional element that cannot be read is dropped (and
 noted through the validation context) instead of dropping the whole resource.
+
+Three ways in, one behaviour (the tolerant pydantic validation defines it): a prefetched Bundle of clean
+Observations is decoded straight from the request bytes into msgspec Structs (ObservationData, read by
+api/body.decode_typed); a clean resource dict takes a generated fast path; anything unusual is validated.
 """
 from __future__ import annotations
 
