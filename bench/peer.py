@@ -375,6 +375,60 @@ def in_process(body: bytes, runs: int, chart: bytes | None = None) -> dict[str, 
     return out
 
 
+def in_process_typed(body: bytes, runs: int) -> dict[str, Any]:
+    """The whole in-process call with the body's Observations decoded straight from bytes (the default) and with
+    the plain reading (orjson, the path before issue 11 item 3), each against json.loads, interleaved, one process."""
+    from cds_service import create_app
+    from cds_service.api import hooks
+    from cds_service.app import settle_heap
+
+    typed_read = hooks.read_json
+    plain_read = lambda request, max_bytes, typed=False: typed_read(request, max_bytes)  # noqa: E731
+    with tempfile.TemporaryDirectory(prefix="cds-bench-typed-") as tmp:
+        app = create_app({"database_url": f"sqlite:///{tmp}/a.sqlite3", "CLOCK": lambda: NOW, "auth_mode": "off",
+                          "log_level": "WARNING"})
+        settle_heap()
+        client = app.test_client()
+        times: dict[str, list[float]] = {"typed": [], "plain": [], "loads": []}
+        try:
+            for i in range(runs + 3):
+                for mode in ("typed", "plain", "loads"):
+                    t0 = time.perf_counter()
+                    if mode == "loads":
+                        json.loads(body)
+                    else:
+                        hooks.read_json = typed_read if mode == "typed" else plain_read
+                        resp = client.post(f"/cds-services/{SERVICE}", data=body, content_type="application/json")
+                        assert resp.status_code == 200
+                    if i >= 3:
+                        times[mode].append((time.perf_counter() - t0) * 1000)
+        finally:
+            hooks.read_json = typed_read
+            app.extensions["cds"].store.close()
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"body_bytes": len(body), "runs": runs, "typed_ms": med["typed"], "plain_ms": med["plain"],
+            "loads_ms": med["loads"], "typed_ratio": med["typed"] / med["loads"], "plain_ratio": med["plain"] / med["loads"]}
+
+
+def in_process_markdown(command: str, quick: bool) -> str:
+    """Issue 11 item 3's budget lines: 1,000 Observations <= 1.0x json.loads, 10 Observations <= 1.5 ms."""
+    big = in_process_typed(chart_body(1000), 20 if quick else 60)
+    small = in_process_typed(chart_body(10), 100 if quick else 400)
+    lines = [f"Command: `{command}` (load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}); medians of "
+             f"{big['runs']} and {small['runs']} interleaved rounds (typed call, plain call, json.loads), one process.", "",
+             "| Observations | Body | Call, typed decoding | Call, plain reading | json.loads | Typed / json.loads | Plain / json.loads |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    for n, r in ((1000, big), (10, small)):
+        lines.append(f"| {n:,} | {r['body_bytes'] / 1024:.0f} KB | {r['typed_ms']:.2f} ms | {r['plain_ms']:.2f} ms | "
+                     f"{r['loads_ms']:.2f} ms | {r['typed_ratio']:.2f}x | {r['plain_ratio']:.2f}x |")
+    lines += ["", "| Budget line | Measured | Limit | |", "|---|---:|---:|---|",
+              f"| 1,000 Observations in-process call <= 1.0x json.loads | {big['typed_ratio']:.2f}x | 1.0x | "
+              f"{'pass' if big['typed_ratio'] <= 1.0 else 'FAIL'} |",
+              f"| 10 Observations in-process call <= 1.5 ms | {small['typed_ms']:.2f} ms | 1.5 ms | "
+              f"{'pass' if small['typed_ms'] <= 1.5 else 'FAIL'} |"]
+    return "\n".join(lines)
+
+
 def median_of(runs: list[Round], target: str, c: int, attr: str) -> float:
     return statistics.median(getattr(r, attr) for r in runs if r.target == target and r.concurrency == c)
 
@@ -457,8 +511,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--no-models", action="store_true", help="leave out the worker model comparison")
     p.add_argument("--models-only", action="store_true", help="only the worker model comparison")
+    p.add_argument("--in-process-only", action="store_true",
+                   help="only the in-process call against json.loads (1,000 and 10 Observations), with and without the typed decoding")
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
+    if args.in_process_only:
+        text = in_process_markdown("python -m bench.peer " + " ".join(argv if argv is not None else sys.argv[1:]), args.quick)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "peer-in-process.md").write_text(text + "\n")
+        print(text)
+        return 0
     res = measure(args.seconds, args.rounds, args.quick, models=not args.no_models, models_only=args.models_only)
     args.out.mkdir(parents=True, exist_ok=True)
     name = "peer-models" if args.models_only else "peer"

@@ -9,9 +9,11 @@ import orjson
 from itertools import accumulate
 from typing import Any
 
+import msgspec
 from flask import Request
 
 from ..errors import MalformedJSON, PayloadTooLarge, UnsupportedMediaType
+from ..record.lean import OBSERVATION_BUNDLE
 
 JSON_TYPES = {"application/json", "application/fhir+json"}
 _STRUCTURE = bytes(range(256)).translate(None, b"[]{},")  # every byte except brackets and commas
@@ -50,13 +52,16 @@ def _running_max(brackets: bytes) -> int:
     return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
 
 
-def read_json(request: Request, max_bytes: int) -> Any:
+def read_json(request: Request, max_bytes: int, typed: bool = False) -> Any:
     """The request body as JSON, or a 4xx CDSError: 415 type/charset, 413 size or value count, 400 otherwise.
 
     Parsing is orjson's (linear, UTF-8 checked, NaN/Infinity refused, nesting capped at 1024 levels). Before
     parsing, a cheap upper bound on the number of values (commas and opening brackets, strings included) is
     taken; only a body over the limit gets the exact count (``json_shape``), so a hostile body cannot make
     the parsed form much larger than the bytes sent.
+
+    With ``typed`` (hook calls, unless strict validation is on), a prefetched Bundle of clean Observations is
+    decoded straight into typed structures (``decode_typed``); the answer is otherwise the same.
     """
     mimetype = (request.mimetype or "").lower()
     if mimetype not in JSON_TYPES:
@@ -82,6 +87,10 @@ def read_json(request: Request, max_bytes: int) -> Any:
             raise MalformedJSON(f"JSON nesting depth exceeds the limit of {MAX_DEPTH}")
         if values > max_values:
             raise PayloadTooLarge(f"request body holds about {values} JSON values; the limit is {max_values}")
+    if typed:
+        body = decode_typed(raw)
+        if body is not None:
+            return body
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -90,3 +99,50 @@ def read_json(request: Request, max_bytes: int) -> Any:
         if "UTF-8" in str(exc):
             raise MalformedJSON(f"request body is not valid UTF-8 JSON ({exc})") from None
         raise MalformedJSON(f"request body is not valid JSON: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------- typed decoding
+_TOP = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError, orjson.JSONDecodeError)
+
+
+def decode_typed(raw: bytes) -> dict[str, Any] | None:
+    """The body as ``orjson.loads`` would give it, except that each prefetched Bundle of clean Observations
+    holds ``lean.ObservationData`` in place of the resource dicts; None when the plain reading must decide.
+
+    None (and the caller's plain reading, which gives the 4xx or the tolerant record) for a body plain JSON
+    would refuse or read differently: not UTF-8, too deep (msgspec's recursion limit is below orjson's 1,024
+    levels), not an object. Every value other than such a Bundle is read by orjson, as before. One difference
+    remains, by design: a number out of double range inside an element of such an Observation that the
+    service does not read is skipped with the element (orjson refuses the whole body); in an element it
+    reads, the typed decoding refuses it too (lean.Finite) and the plain reading answers.
+    """
+    if not raw.isascii():
+        try:
+            raw.decode("utf-8")  # msgspec does not check the strings it skips
+        except UnicodeDecodeError:
+            return None
+    try:
+        top = _TOP.decode(raw)
+        body: dict[str, Any] = {}
+        for key, value in top.items():
+            body[key] = _prefetch(value) if key == "prefetch" else orjson.loads(memoryview(value))
+        return body
+    except _DECODE_ERRORS:
+        return None
+
+
+def _prefetch(raw: msgspec.Raw) -> Any:
+    try:
+        values = _TOP.decode(raw)
+    except msgspec.ValidationError:  # not an object: plain
+        return orjson.loads(memoryview(raw))
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        try:  # fails on anything else (usually early: resourceType tends to come first)
+            bundle = OBSERVATION_BUNDLE.decode(value)
+        except msgspec.ValidationError:
+            out[key] = orjson.loads(memoryview(value))
+        else:  # only Bundle.entry[].resource is read from a prefetched Bundle
+            out[key] = {"resourceType": "Bundle", "entry": [{"resource": e.resource} for e in bundle.entry or ()]}
+    return out

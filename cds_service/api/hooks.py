@@ -36,7 +36,7 @@ def call_service(service_id: str):
     g.cds_started = time.monotonic()
     body = None
     try:
-        body = read_json(request, s.settings.max_body_bytes)
+        body = read_json(request, s.settings.max_body_bytes, typed=not s.settings.strict_validation)
         _known_service(s.catalog, service_id)
         response = s.engine.handle(service_id, body, inv)
         response = evidence_page.add_links(response, inv)  # copies: the audited cards keep no token

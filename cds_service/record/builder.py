@@ -65,6 +65,7 @@ class RecordBuilder:
         self.k = knowledge
         self.now = now
         self.lookback_start = now - timedelta(days=int(knowledge.policy("lookback_days")))
+        self._latest = now + timedelta(days=1)  # results dated later are in the future
         self._ms_states: dict[str, str] = dict(knowledge.policy("medication_statement_states"))
         self._mr_states: dict[str, str] = dict(knowledge.policy("medication_request_states"))
         self._mr_planned_intents = frozenset(knowledge.policy("medication_request_planned_intents"))
@@ -94,8 +95,9 @@ class RecordBuilder:
         observations: dict[str, int] = {}  # Observation id -> its place in parsed: the latest version wins
         for key, value in data.values.items():
             for raw, _ in iter_resources(value):
-                if type(raw) is dict and raw.get("resourceType") == "Observation":
-                    facts = self._parse_observation(rec, raw, key)
+                typed = type(raw) is lean.ObservationData  # decoded from bytes (api/body.py): clean
+                if typed or (type(raw) is dict and raw.get("resourceType") == "Observation"):
+                    facts = self._typed_observation(rec, raw, key) if typed else self._parse_observation(rec, raw, key)
                     if facts is None:
                         continue
                     if facts.id:
@@ -234,6 +236,35 @@ class RecordBuilder:
             return None
         return facts
 
+    def _typed_observation(self, rec: PatientRecord, obs: lean.ObservationData, key: str | None) -> lean.ObservationFacts | None:
+        """_parse_observation for an Observation decoded from bytes: the same checks and outcome, read from the
+        typed structure (which only holds clean Observations, so observation_facts would not have raised)."""
+        subject = obs.subject
+        ref = subject.reference if subject is not None else None
+        same = subject is None or _same_reference(ref, rec.patient_id)
+        if same:
+            coding = obs.code.coding
+            if coding is not None and self._none_of_ours(coding):
+                return None  # plainly unread (see _plainly_unread)
+        facts = lean.observation_facts_typed(obs)
+        if not (same if facts.subject == ref else _same_reference(facts.subject, rec.patient_id)):
+            label = f"Observation/{obs.id}" if obs.id else "Observation"
+            rec.note_gap("other-patient", f"{label} in {key} belongs to another patient and was ignored", key)
+            log.warning("ignored %s in %s: belongs to another patient", label, key)
+            return None
+        return facts
+
+    def _none_of_ours(self, coding: list[lean.TCoding]) -> bool:
+        """Whether no coding of a typed Observation's code is one the rules read (as _plainly_unread decides)."""
+        analytes = self.k.loinc_to_analyte
+        for c in coding:
+            value, system = c.code, c.system
+            if value is None:
+                return False
+            if value.strip() in analytes and (system is None or system.strip() in (LOINC, "")):
+                return False
+        return True
+
     def _plainly_unread(self, raw: dict, patient_id: str) -> bool:
         """A well-formed Observation of this patient that no rule reads (status that never counts, or no code
         of ours): skipped before any validation. Anything odd goes down the full path, which notes problems."""
@@ -288,7 +319,7 @@ class RecordBuilder:
         source = SourceRef("Observation", obs.id, obs.version_id)
         q = obs.quantity
         when = parse_fhir_datetime(obs.effective)
-        dated = when is not None and self.lookback_start <= when <= self.now + timedelta(days=1)
+        dated = when is not None and self.lookback_start <= when <= self._latest
         if q is None or q.value is None:
             rec.note_gap("value-missing", f"{label} ({analyte}) has no numeric value")
             if dated:
@@ -299,7 +330,7 @@ class RecordBuilder:
             return
         if when < self.lookback_start:
             return
-        if when > self.now + timedelta(days=1):
+        if when > self._latest:
             rec.note_gap("date-future", f"{label} ({analyte}) is dated in the future ({when.date()}) and was ignored")
             return
         if q.comparator is not None and q.comparator not in COMPARATORS:
