@@ -79,21 +79,10 @@ def observe_call(inv: Any, known_service: bool) -> None:
             PREFETCH.labels(service, key, str(outcome).split(" ", 1)[0]).inc()
 
 
-def audit_written(invocations: Any, store: Any = None) -> None:
-    """Called by the audit writer after a commit: counts, the lag from response to commit, the queue left."""
-    now = time.time()
-    n = 0
-    for inv in invocations:
-        n += 1
-        answered = inv.received_at.timestamp() + (inv.latency_ms or 0.0) / 1000.0
-        AUDIT_LAG.observe(max(0.0, now - answered))
-    AUDIT_WRITTEN.inc(n)
-    if store is not None:
-        sync_audit(store)
-
-
-def audit_shipped(metas: Any, store: Any = None) -> None:
-    """Called by the spool shipper after a commit, with the records' metadata (received_at ISO text, latency_ms)."""
+def audit_shipped(metas: Any) -> None:
+    """Called by the spool shipper after a commit, with the records' metadata (received_at ISO text, latency_ms):
+    the count and the lag from response to commit. The queue gauge is synced by the writer once the shipped
+    records have left its queue (and on every hook call)."""
     from datetime import datetime
 
     now = time.time()
@@ -106,8 +95,6 @@ def audit_shipped(metas: Any, store: Any = None) -> None:
             continue
         AUDIT_LAG.observe(max(0.0, now - answered))
     AUDIT_WRITTEN.inc(n)
-    if store is not None:
-        sync_audit(store)
 
 
 def sync_audit(store: Any) -> None:

@@ -430,7 +430,7 @@ class AuditStore:
                     for kind, items in by_type.items():
                         self.shippers[kind](s, items)
                 self.written += len(batch)
-                metrics.audit_shipped([meta for meta, _ in batch], self)
+                metrics.audit_shipped([meta for meta, _ in batch])
                 return
             except Exception as exc:
                 if not retry:

@@ -109,13 +109,25 @@ def administrations_per_48h(timing: str | None) -> float | None:
         return 1.0
     if re.search(r"\b(per|an|a)\s+(hour|hr|h)\b|/\s*(h|hr|hour)\b|\bhourly\b", text):
         return 48.0  # a continuous infusion written as a dose per hour
-    m = re.search(r"\b(?:every|q)\s*(\d+(?:\.\d+)?)\s*(?:h|hr|hrs|hour|hours)\b", text)
-    if m and float(m.group(1)) > 0:
-        return 48.0 / float(m.group(1))
-    for pattern, per_day in _PER_DAY:
-        if re.search(pattern, text):
-            return per_day * 2.0
-    return None
+    hours = _hours_between(text)
+    if hours is not None:
+        return 48.0 / hours
+    per_day = _per_day_words(text)
+    return None if per_day is None else per_day * 2.0
+
+
+_EVERY_N_HOURS = re.compile(r"\b(?:every|q)\s*(\d+(?:\.\d+)?)\s*(?:h|hr|hrs|hour|hours)\b")
+
+
+def _hours_between(text: str) -> float | None:
+    """'every 6 hours' / 'q8h' in lower-case dosage text: the hours between doses."""
+    m = _EVERY_N_HOURS.search(text)
+    return float(m.group(1)) if m and float(m.group(1)) > 0 else None
+
+
+def _per_day_words(text: str) -> int | None:
+    """qid/tid/bid/daily (and their words) in lower-case dosage text: doses a day."""
+    return next((per_day for pattern, per_day in _PER_DAY if re.search(pattern, text)), None)
 
 
 @dataclass(frozen=True)
@@ -183,12 +195,12 @@ def doses_per_day(m: MedicationUse) -> tuple[float | None, str]:
     for pattern, per_week in _PER_WEEK:
         if re.search(pattern, text):
             return per_week / 7.0, f"dosage text '{m.timing}'"
-    every = re.search(r"\b(?:every|q)\s*(\d+(?:\.\d+)?)\s*(?:h|hr|hrs|hour|hours)\b", text)
-    if every and float(every.group(1)) > 0:
-        return 24.0 / float(every.group(1)), f"dosage text '{m.timing}'"
-    for pattern, per_day in _PER_DAY:
-        if re.search(pattern, text):
-            return float(per_day), f"dosage text '{m.timing}'"
+    hours = _hours_between(text)
+    if hours is not None:
+        return 24.0 / hours, f"dosage text '{m.timing}'"
+    per_day = _per_day_words(text)
+    if per_day is not None:
+        return float(per_day), f"dosage text '{m.timing}'"
     return None, f"frequency not readable from '{m.timing}'"
 
 
