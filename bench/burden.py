@@ -31,12 +31,9 @@ BUDGET_PER_100 = 15.0
 
 
 def synthea_dir() -> Path:
-    """CDS_SYNTHEA_DIR, else shared/ beside the repository (as CI lays it out), else /work/shared."""
-    for candidate in (os.environ.get("CDS_SYNTHEA_DIR"), REPO.parent / "shared" / "data" / "synthea-r4",
-                      Path("/work/shared/data/synthea-r4")):
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
-    return REPO.parent / "shared" / "data" / "synthea-r4"
+    """CDS_SYNTHEA_DIR, else shared/ beside the repository (as CI and the workplace lay it out)."""
+    configured = os.environ.get("CDS_SYNTHEA_DIR")
+    return Path(configured) if configured else REPO.parent / "shared" / "data" / "synthea-r4"
 
 
 @dataclass

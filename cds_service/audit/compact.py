@@ -14,7 +14,7 @@ import hashlib
 import threading
 import zlib
 from collections import Counter, OrderedDict
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 

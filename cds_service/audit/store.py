@@ -22,7 +22,6 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import fields
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable

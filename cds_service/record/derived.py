@@ -114,21 +114,6 @@ def creatinine_clearance(rec: PatientRecord, now: datetime, max_age_days: float,
     return None, missing
 
 
-def egfr_from_creatinine(rec: PatientRecord, now: datetime, max_age_days: float) -> Derived | None:
-    scr = _recent(rec.latest("creatinine"), now, max_age_days)
-    age = rec.age(now.date())
-    female = _female(rec)
-    if scr is None or age is None or female is None or scr.value <= 0:
-        return None
-    return Derived(
-        "egfr-ckd-epi-2021",
-        ckd_epi_2021(age, scr.value, female),
-        "mL/min/{1.73_m2}",
-        f"CKD-EPI 2021: creatinine {scr.value:.2f} mg/dL, age {age}, {rec.sex}",
-        (scr,),
-    )
-
-
 def censored_bound(effects: list[tuple[LabResult, int]]) -> str | None:
     """What censored inputs make of a result that rises (+1) or falls (-1) with each input.
 

@@ -21,7 +21,6 @@ from .common import (
     analyte_codes,
     lab_service_request,
     magnesium_is_low,
-    med_line,
     policy_note,
     unreadable_facts,
     unreadable_note,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from ..record.derived import Derived, femg, urine_ca_cr_ratio
 from ..record.kidney import Estimate
 from ..record.model import LabResult
-from .base import ASSESSMENT, TODO, Action, with_action, Finding, RuleContext, Suggestion, digits_for, lab_fact_line, short_value
+from .base import ASSESSMENT, TODO, Action, with_action, Finding, RuleContext, Suggestion, lab_fact_line, short_value
 from .common import recent_exposures, wasting_classes  # issue 10 item 9
 from .common import (
     GENERAL_OVERRIDES,

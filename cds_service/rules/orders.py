@@ -1,9 +1,7 @@
 """Order-level rules: evaluated on order-select (selected drafts) and order-sign (all drafts) only."""
 from __future__ import annotations
 
-from typing import Any
 
-from ..knowledge import ATC, RXNORM
 from ..record.model import LabResult, MedicationUse
 from .base import TODO, VALUES, Action, Finding, with_action, OverrideReason, RuleContext, Suggestion, lab_fact_line, short_value
 from .common import (
@@ -14,14 +12,12 @@ from .common import (
     calcium_status,
     drafted_test,
     drafts_with_class,
-    is_high,
     kidney_line,
     kidney_summary,
     sentence_case,
     unreadable_note,
     lab_service_request,
     last_measured_text,
-    magnesium_high,
     magnesium_high_now,
     magnesium_is_low,
     magnesium_low,
@@ -31,7 +27,6 @@ from .common import (
     policy_note,
     recent,
     wasting_classes,
-    within_advice_window,
 )
 from .common import (
     group_by_ingredient,
@@ -39,11 +34,9 @@ from .common import (
     grouped_med_lines,
     systemic_drafts_with_class,
 )
-from .doses import administrations_per_48h, daily_micrograms, magnesium_dose, magnesium_load_48h
+from .doses import daily_micrograms, magnesium_dose, magnesium_load_48h
 from .regimens import Regimen, iv_regimen, iv_regimen_text, oral_regimen, paediatric_text, renal_ceiling_text
 
-SNOMED = "http://snomed.info/sct"
-UCUM = "http://unitsofmeasure.org"
 
 WASTING_DRAFT_OVERRIDES = (
     OverrideReason("benefit-outweighs-risk", "Benefit outweighs the magnesium risk; magnesium will be monitored"),

@@ -7,14 +7,12 @@ from .common import (
     CalciumStatus,
     calcium_from_result,
     calcium_series,
-    calcium_status,
     unreadable_facts,
     unreadable_note,
     GENERAL_OVERRIDES,
     calcium_status,
     active_with_class,
     has_night_dosing,
-    is_high,
     kidney_line,
     magnesium_low,
     magnesium_low_or_unmeasured,
@@ -39,7 +37,6 @@ def _oral_magnesium(ctx: RuleContext) -> list[MedicationUse]:
 def _oral_daily_mmol(ctx: RuleContext, oral: list[MedicationUse]) -> tuple[float, list[str], bool]:
     """(mmol Mg a day from the oral orders that can be read, a line per order, whether every order was read)."""
     total, lines, complete = 0.0, [], True
-    lo, hi = ctx.threshold("oral_mg_min_mmol_per_day"), ctx.threshold("oral_mg_max_mmol_per_day")
     for m in oral:
         d = magnesium_dose(m, ctx.knowledge)
         per48 = administrations_per_48h(m.timing)

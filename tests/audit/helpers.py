@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import json
-import threading
 import uuid
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from sqlalchemy import select
-from werkzeug.serving import make_server
 
 from cds_service.audit.schema import FeedbackRow, InvocationRow
+from helpers.processes import serve_wsgi as serve  # noqa: F401 (the audit tests' name for it)
 
 PATIENT_VIEW = "magnesium-patient-view"
 
@@ -58,19 +56,6 @@ def rows(app_or_store: Any) -> list[InvocationRow]:
 def feedback_rows(store: Any) -> list[FeedbackRow]:
     with store.sessions() as s:
         return list(s.execute(select(FeedbackRow).order_by(FeedbackRow.id)).scalars())
-
-
-@contextmanager
-def serve(wsgi_app: Any) -> Iterator[str]:
-    """Run a WSGI app on 127.0.0.1 (free port) in a thread; yields its base URL."""
-    server = make_server("127.0.0.1", 0, wsgi_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(5)
 
 
 def failing_fhir_server(status: int = 503):

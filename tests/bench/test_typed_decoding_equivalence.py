@@ -11,6 +11,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from bench.burden import synthea_dir
 from bench.peer import chart_body
 from cds_service import create_app
 from cds_service.api.body import decode_typed
@@ -27,16 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 REQUESTS = sorted((REPO / "fixtures" / "requests").glob("*.json"))
 
 
-def _synthea_dir() -> Path:
-    import os
-    for candidate in (os.environ.get("CDS_SYNTHEA_DIR"), REPO.parent / "shared" / "data" / "synthea-r4",
-                      Path("/work/shared/data/synthea-r4")):
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
-    return REPO.parent / "shared" / "data" / "synthea-r4"
-
-
-SYNTHEA = sorted(_synthea_dir().glob("*.json"))
+SYNTHEA = sorted(synthea_dir().glob("*.json"))
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ and neither the access log nor the service log shows the token."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,15 +15,9 @@ from cds_service.knowledge import load_knowledge
 from cds_service.definitions import load_definitions
 from cds_service.config import Settings
 from helpers.env import FIXED_NOW
-from helpers.processes import wait_until_healthy
+from helpers.processes import free_port as _free_port, wait_until_healthy
 
 CLI = str(Path(sys.executable).with_name("cds-service"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_served_links_open_on_every_worker_and_stay_out_of_the_logs(tmp_path):

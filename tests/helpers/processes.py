@@ -8,10 +8,12 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import requests
+from werkzeug.serving import make_server
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).with_name("cds-service"))
@@ -21,6 +23,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def serve_wsgi(wsgi_app: Any) -> Iterator[str]:
+    """Run a WSGI app on 127.0.0.1 (free port, threaded werkzeug) for the duration; yields its base URL."""
+    server = make_server("127.0.0.1", 0, wsgi_app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(5)
 
 
 def wait_until_healthy(base_url: str, proc: subprocess.Popen, wait: float = 60.0, describe=lambda: "") -> None:

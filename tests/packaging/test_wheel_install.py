@@ -12,18 +12,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import sysconfig
-import time
 from pathlib import Path
 
 import pytest
 import requests
 import yaml
 from helpers.env import FIXED_NOW
-from helpers.processes import wait_until_healthy
+from helpers.processes import free_port as _free_port, wait_until_healthy
 
 from cds_service.app import create_app
 from cds_service.fixtures import list_scenarios, request_files
@@ -56,12 +54,6 @@ def _pip_version() -> tuple[int, ...]:
     from importlib.metadata import version
 
     return tuple(int(part) for part in version("pip").split(".")[:2])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Installed:

@@ -4,7 +4,6 @@ right ingredients."""
 from __future__ import annotations
 
 import json
-import os
 from functools import lru_cache
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -19,20 +18,12 @@ from cds_service.knowledge import RXNORM, load_knowledge
 from cds_service.record.builder import RecordBuilder, ResolvedData
 from cds_service.record.dates import parse_fhir_datetime
 from helpers.env import FIXED_NOW
+from bench.burden import synthea_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _synthea_dir() -> Path:
-    """CDS_SYNTHEA_DIR, else shared/ beside the repository (as CI lays it out), else /work/shared."""
-    for candidate in (os.environ.get("CDS_SYNTHEA_DIR"), REPO.parent / "shared" / "data" / "synthea-r4",
-                      Path("/work/shared/data/synthea-r4")):
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
-    return REPO.parent / "shared" / "data" / "synthea-r4"
-
-
-SYNTHEA = _synthea_dir()
+SYNTHEA = synthea_dir()
 FILES = sorted(SYNTHEA.glob("*.json"))
 # RxNorm clinical-drug codes in these patients -> the knowledge ingredients they must resolve to.
 # Every other medication code in the files must resolve to nothing (none is a drug the rules care about).

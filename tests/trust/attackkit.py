@@ -9,13 +9,13 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import requests
-from werkzeug.serving import make_server
+from helpers.processes import free_port as closed_port  # noqa: F401 (a port nothing listens on)
+from helpers.processes import serve_wsgi as live  # noqa: F401
 
 CLI = str(Path(sys.executable).with_name("cds-service"))
 
@@ -197,26 +197,7 @@ class Canary:
         self.sock.close()
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # ---------------------------------------------------------------------------- the app over real HTTP
-@contextmanager
-def live(app: Any) -> Iterator[str]:
-    """Serve ``app`` on 127.0.0.1 (threaded werkzeug) for the duration; yields the base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(5)
-
-
 # ---------------------------------------------------------------------------- `cds-service serve`
 class Served:
     """`cds-service serve` with one worker, as a real process group."""
