@@ -17,13 +17,14 @@ import os
 import sys
 import tempfile
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES_TODAY = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)  # the fixtures' "today" (fixtures/README.md)
+FIXTURES_TODAY = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)  # the fixtures' "today" (fixtures/README.md)
 SERVICE = "magnesium-patient-view"
 # The budget the README states: cards per 100 chart openings on the generated patients (none has a magnesium
 # result, none has a magnesium problem the record can show). See README "Alert burden".

@@ -7,10 +7,10 @@ ones; medications and conditions grow in proportion (1 of each kind per 20 Obser
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)  # same "today" as the test fixtures
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)  # same "today" as the test fixtures
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"

@@ -15,14 +15,14 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from cds_service import create_app
 from cds_service.fixtures import get_scenario, read_bundle
 from cds_service.kit.loader import FixtureLoader
 from cds_service.kit.standin import EhrStandIn
 
-FIXTURES_TODAY = datetime(2026, 11, 25, 12, tzinfo=timezone.utc)
+FIXTURES_TODAY = datetime(2026, 11, 25, 12, tzinfo=UTC)
 
 
 def _time(standin: EhrStandIn, built, runs: int) -> list[float]:

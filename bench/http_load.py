@@ -75,7 +75,7 @@ def request_bodies() -> tuple[str, list[tuple[str, bytes]]]:
     return f"generated patient-view requests ({', '.join(map(str, sizes))} Observations; fixtures/requests absent)", gen
 
 
-def drive(url_for: "callable", bodies: list[tuple[str, bytes]], concurrency: int, seconds: float,
+def drive(url_for: callable, bodies: list[tuple[str, bytes]], concurrency: int, seconds: float,
           max_requests: int) -> tuple[list[float], int, int, list[str]]:
     """Run `concurrency` clients for `seconds` (and at most max_requests in all)."""
     lat: list[float] = []

@@ -15,10 +15,10 @@ import subprocess
 import tempfile
 import time
 import uuid
-from typing import Any
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -52,7 +52,7 @@ class NoPrefetchResult:
         return max(self.single_ms.values()) if self.single_ms else float("nan")
 
 
-def _private_server(tmp: Path) -> tuple[str, "callable"]:
+def _private_server(tmp: Path) -> tuple[str, callable]:
     root = tmp / "fhir-root"
     (root / "scripts").mkdir(parents=True)
     (root / "ci").mkdir()
@@ -109,7 +109,7 @@ def measure(n_observations: int = 150, runs: int = 15, quick: bool = False) -> N
                               "allow_http_fhir": True, "log_level": "WARNING"})
             svc = app.extensions["cds"]
             service = svc.catalog.get(SERVICE)
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             context = {"patientId": patient_id, "userId": "Practitioner/bench"}
             for key, p in service.prefetch.items():
                 result.queries[key] = render(svc.catalog.expand_knowledge_tokens(service, p.template, now), context)

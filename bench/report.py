@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import platform
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,7 @@ def write(out_dir: Path, *, command: str, scaling: list[ScalingRow], http: HttpR
     chart = chart_png(out_dir / "report.png", scaling, http)
     L: list[str] = []
     L += ["# Benchmark report", "",
-          f"Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by `{command}` on {platform.node()} "
+          f"Generated {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} by `{command}` on {platform.node()} "
           f"({platform.python_implementation()} {platform.python_version()}, {_cpus()} CPUs, load average at start {notes[0] if notes else '?'}).",
           "Figures are wall-clock on a shared machine; ratios are measured in the same run and are the figures to trust.", ""]
     L += ["## Budget", "", "| Budget line | Measured | Result |", "|---|---|---|"]

@@ -12,7 +12,7 @@ import json
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass, asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .data import NOW, patient_view_request

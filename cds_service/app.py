@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import gc
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from flask import Flask
 

@@ -10,12 +10,13 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import jwt
@@ -68,7 +69,7 @@ class _IssuerEntry(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _has_keys(self) -> "_IssuerEntry":
+    def _has_keys(self) -> _IssuerEntry:
         if not (self.jwks or self.jwks_file or self.jwks_url or self.jku):
             raise ValueError("an issuer needs at least one key source: jwks, jwks_file, jwks_url or jku")
         return self
@@ -341,7 +342,7 @@ class ClientAuthenticator:
         except jwt.PyJWTError as exc:
             raise Unauthorized(reason=f"issuer {issuer.iss}: {type(exc).__name__}: {exc}") from None
         self._check_claims(issuer, claims, audience)
-        exp = datetime.fromtimestamp(int(claims["exp"]) + self.settings.jwt_leeway_seconds, timezone.utc)
+        exp = datetime.fromtimestamp(int(claims["exp"]) + self.settings.jwt_leeway_seconds, UTC)
         try:
             fresh = self.store.remember_jti(issuer.iss, claims["jti"], exp)
         except SQLAlchemyError:

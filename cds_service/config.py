@@ -5,9 +5,10 @@ Every setting is documented in README.md ("Configuration"). One prefix: ``CDS_``
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 ENV_PREFIX = "CDS_"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -107,7 +108,7 @@ class Settings:
     request_body_timeout_seconds: float = 10.0
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in fields(cls):
@@ -120,7 +121,7 @@ class Settings:
         settings.validate()
         return settings
 
-    def with_overrides(self, **overrides: Any) -> "Settings":
+    def with_overrides(self, **overrides: Any) -> Settings:
         s = replace(self, **{k: v for k, v in overrides.items() if v is not None})
         s.validate()
         return s

@@ -77,7 +77,7 @@ class ServiceDefinition(BaseModel):
         return data
 
     @model_validator(mode="after")
-    def _types(self) -> "ServiceDefinition":
+    def _types(self) -> ServiceDefinition:
         fixed = {}
         for key, p in self.prefetch.items():
             rtype = re.split(r"[/?]", p.template, maxsplit=1)[0]

@@ -7,9 +7,10 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 from .cards import GAP_RULE, InvalidSuggestion, build_card, gap_finding, validate_fhir_r4
@@ -44,7 +45,7 @@ class Invocation:
     user_id: str | None = None
     encounter_id: str | None = None
     fhir_server: str | None = None
-    received_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     evaluated_at: datetime | None = None  # the `now` the rules saw
     latency_ms: float = 0.0
     status: int = 200
@@ -127,7 +128,7 @@ class Engine:
             max_call_bytes=settings.fetch_max_call_bytes,
             address_policy=AddressPolicy.from_settings(settings.allow_http_fhir, settings.fhir_server_allowlist),
         )
-        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.clock = clock or (lambda: datetime.now(UTC))
 
     # ------------------------------------------------------------------ hook call
     def handle(self, service_id: str, body: Any, invocation: Invocation) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """One exception hierarchy with stable codes, mapped to HTTP status and a FHIR OperationOutcome in one place."""
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 
 class CDSError(Exception):

@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from helpers.env import FIXED_NOW, fhir_base_url  # noqa: F401  (fhir_base_url re-exported)
 
 from cds_service import create_app

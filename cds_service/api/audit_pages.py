@@ -5,7 +5,7 @@ Not a public blueprint: the app's client authentication (auth.py before_request)
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, render_template, request
@@ -48,7 +48,7 @@ def index():
         days = min(MAX_DAYS, max(1, int(request.args.get("days", "30"))))
     except ValueError:
         days = 30
-    today = datetime.now(timezone.utc).date()  # received_at is wall-clock time (not the engine's clock)
+    today = datetime.now(UTC).date()  # received_at is wall-clock time (not the engine's clock)
     first = today - timedelta(days=days - 1)
     since = aware_midnight(first)
     day_list = [first + timedelta(days=i) for i in range(days)]
@@ -116,7 +116,7 @@ def evidence(invocation_id: int):
 
 
 def aware_midnight(day: date) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=timezone.utc)
+    return datetime.combine(day, time.min, tzinfo=UTC)
 
 
 def _fact_row(f: dict[str, Any]) -> dict[str, Any]:

@@ -5,11 +5,11 @@ regular-expression backtracking), so a hostile body cannot burn CPU or memory.
 """
 from __future__ import annotations
 
-import orjson
 from itertools import accumulate
 from typing import Any
 
 import msgspec
+import orjson
 from flask import Request
 
 from ..errors import MalformedJSON, PayloadTooLarge, UnsupportedMediaType

@@ -5,6 +5,7 @@ import csv
 import json
 import os
 import sys
+from datetime import UTC
 from typing import Any
 
 import click
@@ -291,13 +292,13 @@ def purge(database_url: str | None, days: int | None, yes: bool) -> None:
 
 def _purgeable(store: Any, days: int):
     """What ``purge(days)`` would delete, counted first (the store's own cutoff rule: received before now - days)."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from sqlalchemy import func, select
 
     from .schema import CardRow, FeedbackRow, InvocationRow
 
-    cutoff = datetime.now(timezone.utc) - timedelta(days=days)
+    cutoff = datetime.now(UTC) - timedelta(days=days)
     with store.sessions() as s:
         old = select(InvocationRow.id).where(InvocationRow.received_at < cutoff)
         due = {

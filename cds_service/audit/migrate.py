@@ -9,9 +9,9 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from alembic import command
 from alembic.config import Config
@@ -47,21 +47,19 @@ def current_revision(engine: Engine) -> str | None:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the audit schema to ``revision`` (default: the newest)."""
-    with _migration_lock(engine):
-        with engine.connect() as conn:
-            if _needs_baseline_stamp(conn):
-                log.info("audit store predates migrations: stamping baseline %s", BASELINE)
-                command.stamp(alembic_config(conn), BASELINE)
-                conn.commit()
-            command.upgrade(alembic_config(conn), revision)
+    with _migration_lock(engine), engine.connect() as conn:
+        if _needs_baseline_stamp(conn):
+            log.info("audit store predates migrations: stamping baseline %s", BASELINE)
+            command.stamp(alembic_config(conn), BASELINE)
             conn.commit()
+        command.upgrade(alembic_config(conn), revision)
+        conn.commit()
 
 
 def downgrade(engine: Engine, revision: str) -> None:
-    with _migration_lock(engine):
-        with engine.connect() as conn:
-            command.downgrade(alembic_config(conn), revision)
-            conn.commit()
+    with _migration_lock(engine), engine.connect() as conn:
+        command.downgrade(alembic_config(conn), revision)
+        conn.commit()
 
 
 def _needs_baseline_stamp(conn: Connection) -> bool:

@@ -1,8 +1,9 @@
 """Read side of the audit store: time windows, invocation rows, feedback, as plain dicts for the tools."""
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
-from typing import Any, Iterator
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -17,17 +18,17 @@ def parse_when(value: str | None, *, end: bool = False) -> datetime | None:
     v = value.strip()
     if len(v) == 10:
         d = date.fromisoformat(v)
-        start = datetime.combine(d, time.min, tzinfo=timezone.utc)
+        start = datetime.combine(d, time.min, tzinfo=UTC)
         return start + timedelta(days=1) if end else start
     dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
-    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def aware(dt: datetime | None) -> datetime | None:
     """SQLite hands datetimes back naive: they were written as UTC."""
     if dt is None:
         return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def invocation_query(since: datetime | None = None, until: datetime | None = None, service: str | None = None,

@@ -5,16 +5,27 @@ summary) under the current (or a given) knowledge, with each call's own ``evalua
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 from ..config import Settings
 from ..engine import Engine
 from ..knowledge import Knowledge
 from ..record.dates import parse_fhir_date, parse_fhir_datetime
-from ..record.model import (ConditionFact, DataGap, Dose, DraftService, IngredientMatch, LabResult, MedicationUse,
-                            PatientRecord, SourceRef, UnreadableResult)
+from ..record.model import (
+    ConditionFact,
+    DataGap,
+    Dose,
+    DraftService,
+    IngredientMatch,
+    LabResult,
+    MedicationUse,
+    PatientRecord,
+    SourceRef,
+    UnreadableResult,
+)
 
 
 def _source(d: dict[str, Any] | None) -> SourceRef:
@@ -33,7 +44,7 @@ def _lab(f: dict[str, Any], knowledge: Knowledge | None) -> LabResult:
     return LabResult(
         analyte=analyte, value=float(f["value"]), unit=f["unit"],
         original_value=float(f["originalValue"]), original_unit=f["originalUnit"],
-        effective=_dt(f["effective"]) or datetime.min.replace(tzinfo=timezone.utc),
+        effective=_dt(f["effective"]) or datetime.min.replace(tzinfo=UTC),
         code=f.get("code", ""), source=_source(f.get("source")), status=f.get("status", "final"),
         ref_low=f.get("refLow"), ref_high=f.get("refHigh"), interpretation=f.get("interpretation"),
         comparator=f.get("comparator"),
@@ -183,7 +194,7 @@ def replay(rows: Iterable[Any], knowledge: Knowledge, settings: Settings | None 
             result.skipped += 1
             continue
         now = row.evaluated_at or row.received_at
-        now = now if now.tzinfo else now.replace(tzinfo=timezone.utc)
+        now = now if now.tzinfo else now.replace(tzinfo=UTC)
         try:
             record = record_from_snapshot(row.record_snapshot, knowledge)
             response, _ = engine.decide(record, row.hook, row.hook_instance, now)

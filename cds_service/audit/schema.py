@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
@@ -47,7 +46,7 @@ class InvocationRow(Base):
     prefetch: Mapped[dict] = mapped_column(JSON, default=dict)
     fetch_ms: Mapped[dict] = mapped_column(JSON, default=dict)
     client: Mapped[str | None] = mapped_column(String(500))  # verified JWT iss/sub/tenant, never the token
-    snapshot_row: Mapped["RecordSnapshotRow | None"] = relationship(
+    snapshot_row: Mapped[RecordSnapshotRow | None] = relationship(
         primaryjoin=lambda: foreign(InvocationRow.snapshot_hash) == RecordSnapshotRow.hash, lazy="selectin", viewonly=True)
 
     def _detail(self) -> dict[str, Any]:

@@ -22,9 +22,10 @@ import struct
 import threading
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 
@@ -86,7 +87,7 @@ class SpoolFile:
         self.closed_for_append = False
 
     @classmethod
-    def create(cls, directory: Path) -> "SpoolFile":
+    def create(cls, directory: Path) -> SpoolFile:
         directory.mkdir(parents=True, exist_ok=True)
         name = f"{socket.gethostname()}-{os.getpid()}-{time.time_ns()}{SUFFIX}"
         path = directory / name

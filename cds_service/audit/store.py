@@ -22,9 +22,10 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy import String, create_engine, delete, event, select, text
 from sqlalchemy.engine import Engine as SAEngine
@@ -456,7 +457,7 @@ class AuditStore:
                 digest, content = self.encoder.encode(raw)
                 if digest not in snapshots:
                     snapshots[digest] = {"hash": digest, "content": content, "raw_bytes": len(raw),
-                                         "created_at": _parse_dt(meta.get("received_at")) or datetime.now(timezone.utc)}
+                                         "created_at": _parse_dt(meta.get("received_at")) or datetime.now(UTC)}
             row = InvocationRow(**row_values(meta, digest))
             s.add(row)
             rows.append((row, meta.get("cards") or []))
@@ -491,7 +492,7 @@ class AuditStore:
 
     def _note_error(self, message: str) -> None:
         self.last_error = message
-        self.last_error_at = datetime.now(timezone.utc)
+        self.last_error_at = datetime.now(UTC)
 
     # ------------------------------------------------------------------ reading
     def get(self, hook_instance: str) -> dict[str, Any] | None:
@@ -519,7 +520,7 @@ class AuditStore:
 
     def _record_feedback(self, service_id: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         results = []
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         with self.sessions() as s:
             for item in items:
                 card_id = str(item["card"])[:200]
@@ -559,7 +560,7 @@ class AuditStore:
         and expired JWT ids. Returns how many rows went from each table."""
         if older_than_days < 0:
             raise ValueError("older_than_days must be >= 0")
-        cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=older_than_days)
+        cutoff = (now or datetime.now(UTC)) - timedelta(days=older_than_days)
         with self.sessions.begin() as s:
             old = select(InvocationRow.id).where(InvocationRow.received_at < cutoff)
             cards = s.execute(delete(CardRow).where(CardRow.invocation_id.in_(old))).rowcount or 0
@@ -581,14 +582,14 @@ class AuditStore:
         except IntegrityError:
             with self.sessions.begin() as s:  # an expired entry may be reused
                 row = s.get(SeenJti, (issuer, jti))
-                if row is not None and _aware(row.expires_at) < datetime.now(timezone.utc):
+                if row is not None and _aware(row.expires_at) < datetime.now(UTC):
                     row.expires_at = expires_at
                     return True
             return False
 
     def purge_jti(self) -> int:
         with self.sessions.begin() as s:
-            result = s.execute(SeenJti.__table__.delete().where(SeenJti.expires_at < datetime.now(timezone.utc)))
+            result = s.execute(SeenJti.__table__.delete().where(SeenJti.expires_at < datetime.now(UTC)))
             return result.rowcount or 0
 
 
@@ -598,7 +599,7 @@ class _Barrier:
 
 
 def _aware(dt: datetime) -> datetime:
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def _cut(value: Any, n: int) -> str | None:

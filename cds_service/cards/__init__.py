@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import importlib
 import uuid
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ..knowledge import Knowledge
 from ..record.model import DataGap

@@ -25,8 +25,8 @@ same source say where it is (see ``source_seen``).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Iterable
 
 from ..rules.base import INDICATOR_RANK, Finding, RuleContext, display_unit, short_value
 from ..rules.common import estimate_text

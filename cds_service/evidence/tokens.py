@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from datetime import UTC, datetime, timedelta
 
 import jwt
 
@@ -37,13 +37,13 @@ class CardRef:
 
 
 def _micros(dt: datetime) -> int:
-    dt = dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
-    delta = dt.astimezone(timezone.utc) - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    dt = dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+    delta = dt.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def _from_micros(us: int) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=us)
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
 
 
 class EvidenceSigner:
@@ -83,4 +83,4 @@ class EvidenceSigner:
         card, at = claims["card"], claims["at"]
         if not isinstance(card, str) or not 0 < len(card) <= 64 or not isinstance(at, int) or not 0 < at < 10**17:
             raise LinkRefused("invalid token (claims)")
-        return CardRef(card, _from_micros(at), datetime.fromtimestamp(exp, timezone.utc))
+        return CardRef(card, _from_micros(at), datetime.fromtimestamp(exp, UTC))

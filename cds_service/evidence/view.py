@@ -3,7 +3,7 @@ derived values, all on one time axis, built from one audited invocation and one 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..knowledge import Knowledge
@@ -58,14 +58,14 @@ class Axis:
             while True:
                 if m > 12:
                     y, m = y + 1, m - 12
-                t = datetime(y, m, 1, tzinfo=timezone.utc)
+                t = datetime(y, m, 1, tzinfo=UTC)
                 if t > self.end:
                     break
                 out.append((self.x(t), t.strftime("%b %Y") if m == 1 or not out else t.strftime("%b")))
                 m += step
         else:
             step = 1 if days <= 12 else 7 if days <= 70 else 14
-            t = datetime.combine(self.start.date() + timedelta(days=1), datetime.min.time(), tzinfo=timezone.utc)
+            t = datetime.combine(self.start.date() + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
             while t <= self.end:
                 out.append((self.x(t), t.strftime("%d %b")))
                 t += timedelta(days=step)
@@ -192,7 +192,7 @@ def build(invocation: dict[str, Any], card: dict[str, Any], knowledge: Knowledge
     by_rule = invocation.get("facts") if isinstance(invocation.get("facts"), dict) else {}
     facts = [f for f in by_rule.get(rule) or [] if isinstance(f, dict)]
     snap = invocation.get("recordSnapshot") if isinstance(invocation.get("recordSnapshot"), dict) else {}
-    now = _when(invocation.get("evaluatedAt")) or _when(invocation.get("receivedAt")) or datetime.now(timezone.utc)
+    now = _when(invocation.get("evaluatedAt")) or _when(invocation.get("receivedAt")) or datetime.now(UTC)
     lookback_start = now - timedelta(days=float(knowledge.policy("lookback_days")))
     raw_labs = snap.get("labs") if isinstance(snap.get("labs"), dict) else {}
     labs: dict[str, list[dict[str, Any]]] = {a: [f for f in v if isinstance(f, dict)]

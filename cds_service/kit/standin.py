@@ -11,9 +11,10 @@ import secrets
 import textwrap
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import jwt
 import requests

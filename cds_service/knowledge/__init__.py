@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -158,7 +159,7 @@ class KnowledgeModel(_Strict):
     indicators: dict[str, dict[str, IndicatorCase]] = Field(default_factory=dict)  # rule id -> case -> grading
 
     @model_validator(mode="after")
-    def _check_references(self) -> "KnowledgeModel":
+    def _check_references(self) -> KnowledgeModel:
         problems: list[str] = []
         for group in ("thresholds", "policies"):
             for key, t in getattr(self, group).items():

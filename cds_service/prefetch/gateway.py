@@ -15,9 +15,10 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
 import orjson
@@ -82,7 +83,7 @@ class AddressPolicy:
     allowed_hosts: frozenset[str] = frozenset()
 
     @classmethod
-    def from_settings(cls, allow_private: bool, allowlist: Iterable[str]) -> "AddressPolicy":
+    def from_settings(cls, allow_private: bool, allowlist: Iterable[str]) -> AddressPolicy:
         hosts = frozenset((urlsplit(u).hostname or "").lower() for u in allowlist) - {""}
         return cls(allow_private=allow_private, allowed_hosts=hosts)
 
@@ -245,7 +246,7 @@ class FhirGateway:
         return out
 
     # ------------------------------------------------------------------ one key
-    def _fetch_one(self, key: str, base: str, token: str | None, query: str, call: "_Call") -> FetchResult:
+    def _fetch_one(self, key: str, base: str, token: str | None, query: str, call: _Call) -> FetchResult:
         started = time.monotonic()
         result = FetchResult(key)
         base_slash = base if base.endswith("/") else base + "/"
@@ -293,7 +294,7 @@ class FhirGateway:
         result.elapsed_ms = (time.monotonic() - started) * 1000
         return result
 
-    def _get(self, url: str, token: str | None, timeout: float, call: "_Call") -> tuple[Any, int, float]:
+    def _get(self, url: str, token: str | None, timeout: float, call: _Call) -> tuple[Any, int, float]:
         headers = {"Accept": FHIR_JSON}
         if token:
             headers["Authorization"] = f"Bearer {token}"

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Iterable
+from typing import Any
 
 from ..knowledge import ATC, LOINC, RXNORM, Knowledge
 from . import lean

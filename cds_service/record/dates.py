@@ -1,7 +1,7 @@
 """FHIR date/dateTime/instant parsing to aware UTC datetimes (partial dates take their first instant)."""
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 
 def parse_fhir_datetime(value: str | None) -> datetime | None:
@@ -10,17 +10,17 @@ def parse_fhir_datetime(value: str | None) -> datetime | None:
     v = value.strip()
     try:
         if len(v) == 4:
-            return datetime(int(v), 1, 1, tzinfo=timezone.utc)
+            return datetime(int(v), 1, 1, tzinfo=UTC)
         if len(v) == 7:
-            return datetime(int(v[:4]), int(v[5:7]), 1, tzinfo=timezone.utc)
+            return datetime(int(v[:4]), int(v[5:7]), 1, tzinfo=UTC)
         if len(v) == 10:
-            return datetime(int(v[:4]), int(v[5:7]), int(v[8:10]), tzinfo=timezone.utc)
+            return datetime(int(v[:4]), int(v[5:7]), int(v[8:10]), tzinfo=UTC)
         dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
     except ValueError:
         return None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
 
 
 def parse_fhir_date(value: str | None) -> date | None:

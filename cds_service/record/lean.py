@@ -15,7 +15,6 @@ import sys
 from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 
 import msgspec
-
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, WrapValidator
 
 T = TypeVar("T")

@@ -5,10 +5,11 @@ no Flask, no requests, no clock reads.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from ..knowledge import Knowledge
 from ..record.kidney import KidneyFunction, assess_kidney

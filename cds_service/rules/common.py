@@ -3,9 +3,10 @@ persistence of low results, kidney function, medication lines and the override r
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Iterable
+from typing import Any
 
 from ..knowledge import LOINC
 from ..record.derived import Derived, censored_bound, corrected_calcium
@@ -582,9 +583,7 @@ def recent_exposures(ctx: RuleContext, *classes: str) -> list[MedicationUse]:
             last = last_known_date(m)
             if window is None:
                 continue
-            if last is None:  # undated: it may be recent, so it is shown (and said to be undated)
-                out.append(m)
-            elif last <= ctx.now + timedelta(days=1) and ctx.now - last <= timedelta(days=window[0]):
+            if last is None or last <= ctx.now + timedelta(days=1) and ctx.now - last <= timedelta(days=window[0]):  # undated: it may be recent, so it is shown (and said to be undated)
                 out.append(m)
     return out
 

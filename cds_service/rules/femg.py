@@ -6,23 +6,24 @@ from dataclasses import dataclass
 from ..record.derived import Derived, femg, urine_ca_cr_ratio
 from ..record.kidney import Estimate
 from ..record.model import LabResult
-from .base import ASSESSMENT, TODO, Action, with_action, Finding, RuleContext, Suggestion, lab_fact_line, short_value
-from .common import recent_exposures, wasting_classes  # issue 10 item 9
-from .common import (
+from .base import ASSESSMENT, TODO, Action, Finding, RuleContext, Suggestion, lab_fact_line, short_value, with_action
+from .common import (  # issue 10 item 9
     GENERAL_OVERRIDES,
     above,
     active_with_class,
-    derived_value,
-    unreadable_facts,
-    unreadable_note,
     analyte_codes,
     derived_line,
+    derived_value,
     drafted_test,
     estimate_text,
     lab_service_request,
     low_limit,
     magnesium_is_low,
     magnesium_low,
+    recent_exposures,
+    unreadable_facts,
+    unreadable_note,
+    wasting_classes,
 )
 
 FEMG_TESTS = (

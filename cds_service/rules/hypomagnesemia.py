@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from .base import ASSESSMENT, TODO, VALUES, Action, Finding, with_action, RuleContext, Suggestion, lab_fact_line, short_value, shown_pair
+from .base import ASSESSMENT, TODO, VALUES, Action, Finding, RuleContext, Suggestion, lab_fact_line, short_value, shown_pair, with_action
 from .common import (
     GENERAL_OVERRIDES,
     analyte_codes,

@@ -1,9 +1,8 @@
 """Order-level rules: evaluated on order-select (selected drafts) and order-sign (all drafts) only."""
 from __future__ import annotations
 
-
 from ..record.model import LabResult, MedicationUse
-from .base import TODO, VALUES, Action, Finding, with_action, OverrideReason, RuleContext, Suggestion, lab_fact_line, short_value
+from .base import TODO, VALUES, Action, Finding, OverrideReason, RuleContext, Suggestion, lab_fact_line, short_value, with_action
 from .common import (
     GENERAL_OVERRIDES,
     active_with_class,
@@ -12,10 +11,11 @@ from .common import (
     calcium_status,
     drafted_test,
     drafts_with_class,
+    group_by_ingredient,
+    group_label,
+    grouped_med_lines,
     kidney_line,
     kidney_summary,
-    sentence_case,
-    unreadable_note,
     lab_service_request,
     last_measured_text,
     magnesium_high_now,
@@ -26,17 +26,13 @@ from .common import (
     obstetric_magnesium,
     policy_note,
     recent,
-    wasting_classes,
-)
-from .common import (
-    group_by_ingredient,
-    group_label,
-    grouped_med_lines,
+    sentence_case,
     systemic_drafts_with_class,
+    unreadable_note,
+    wasting_classes,
 )
 from .doses import daily_micrograms, magnesium_dose, magnesium_load_48h
 from .regimens import Regimen, iv_regimen, iv_regimen_text, oral_regimen, paediatric_text, renal_ceiling_text
-
 
 WASTING_DRAFT_OVERRIDES = (
     OverrideReason("benefit-outweighs-risk", "Benefit outweighs the magnesium risk; magnesium will be monitored"),

@@ -2,16 +2,14 @@
 from __future__ import annotations
 
 from ..record.model import MedicationUse
-from .base import ASSESSMENT, TODO, VALUES, Finding, RuleContext, with_action, days_ago_text, lab_fact_line, short_value
+from .base import ASSESSMENT, TODO, VALUES, Finding, RuleContext, days_ago_text, lab_fact_line, short_value, with_action
 from .common import (
+    GENERAL_OVERRIDES,
     CalciumStatus,
+    active_with_class,
     calcium_from_result,
     calcium_series,
-    unreadable_facts,
-    unreadable_note,
-    GENERAL_OVERRIDES,
     calcium_status,
-    active_with_class,
     has_night_dosing,
     kidney_line,
     magnesium_low,
@@ -20,6 +18,8 @@ from .common import (
     mg_mmol,
     persistent_low,
     policy_note,
+    unreadable_facts,
+    unreadable_note,
     wasting_classes,
     within_advice_window,
 )

@@ -9,10 +9,10 @@ from .common import (
     estimate_text,
     kidney_line,
     kidney_summary,
-    sentence_case,
     magnesium_high_now,
     magnesium_is_low,
     med_line,
+    sentence_case,
 )
 from .regimens import renal_ceiling_text
 

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC
 from typing import Any
 
+from helpers.processes import serve_wsgi as serve  # noqa: F401 (the audit tests' name for it)
 from sqlalchemy import select
 
 from cds_service.audit.schema import FeedbackRow, InvocationRow
-from helpers.processes import serve_wsgi as serve  # noqa: F401 (the audit tests' name for it)
 
 PATIENT_VIEW = "magnesium-patient-view"
 
@@ -109,14 +110,14 @@ def trusted_issuers_file(tmp_path) -> str:
 def invocation(hook_instance: str, *, service_id: str = PATIENT_VIEW, status: int = 200, latency_ms: float = 10.0,
                received_at=None, cards: list[dict] | None = None, evaluated: list[str] | None = None):
     """An Invocation as the engine fills it (for store-level tests with controlled values)."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from cds_service.engine import Invocation
 
     cards = cards or []
     return Invocation(
         service_id=service_id, hook="patient-view", hook_instance=hook_instance, patient_id="p1", user_id="Practitioner/dr-1",
-        received_at=received_at or datetime(2026, 11, 25, 12, tzinfo=timezone.utc), latency_ms=latency_ms, status=status,
+        received_at=received_at or datetime(2026, 11, 25, 12, tzinfo=UTC), latency_ms=latency_ms, status=status,
         knowledge_version="test", rules_evaluated=evaluated if evaluated is not None else [c["source"]["topic"]["code"] for c in cards],
         rules_fired=[c["source"]["topic"]["code"] for c in cards], cards=cards,
         error_code=None if status == 200 else f"e{status}",

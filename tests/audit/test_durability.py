@@ -12,20 +12,19 @@ import re
 import signal
 import sqlite3
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import requests
+from helpers.processes import CuttableProxy, Served
 from sqlalchemy import func, select
 
 from cds_service.audit.schema import InvocationRow
 from cds_service.audit.store import AuditStore
 
-from helpers.processes import CuttableProxy, Served
 from .helpers import PATIENT_VIEW, patient_view_body
 
 CALLS = 24

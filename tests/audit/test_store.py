@@ -4,7 +4,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -91,7 +91,7 @@ def test_queued_records_are_written_on_a_normal_exit(tmp_path):
 
 
 def test_purge_removes_old_invocations_cards_and_feedback(sqlite_url):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     store = AuditStore(sqlite_url, background=False)
     store.record_invocation(invocation("old", received_at=now - timedelta(days=40), cards=[card("c-old", "hypomagnesemia")]))
     store.record_invocation(invocation("new", received_at=now - timedelta(days=2), cards=[card("c-new", "hypomagnesemia")]))
@@ -111,7 +111,7 @@ def test_purge_removes_old_invocations_cards_and_feedback(sqlite_url):
 
 def test_purge_uses_the_retention_setting(sqlite_url, monkeypatch):
     store = AuditStore(sqlite_url, background=False)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     store.record_invocation(invocation("a", received_at=now - timedelta(days=11)))
     store.record_invocation(invocation("b", received_at=now - timedelta(days=9)))
     monkeypatch.setenv("CDS_AUDIT_RETENTION_DAYS", "10")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from click.testing import CliRunner
@@ -19,7 +19,7 @@ HYPO, WASTING, GAPS = "hypomagnesemia", "magnesium-wasting-drug", "data-gaps"
 
 
 def at(day: int, hour: int = 12) -> datetime:
-    return datetime(2026, 11, day, hour, tzinfo=timezone.utc)
+    return datetime(2026, 11, day, hour, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def dataset(db_url):
         store.record_invocation(invocation(f"os-{i}", service_id=ORDER_SIGN, status=status, latency_ms=5.0 + 10 * i,
                                            received_at=at(20 + i), cards=os_cards.get(i, []),
                                            evaluated=[HYPO, WASTING] if status == 200 else []))
-    store.record_invocation(invocation("pv-october", latency_ms=1000.0, received_at=datetime(2026, 10, 1, tzinfo=timezone.utc),
+    store.record_invocation(invocation("pv-october", latency_ms=1000.0, received_at=datetime(2026, 10, 1, tzinfo=UTC),
                                        cards=[card("h-oct", HYPO, "critical")]))
 
     def fb(card_id, outcome, ts, code=None, comment=None, service=PATIENT_VIEW):

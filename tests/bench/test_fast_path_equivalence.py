@@ -5,7 +5,8 @@ fields set) with nothing dropped; whatever it refuses goes to the tolerant path,
 """
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bench.data import patient_view_request
 from cds_service.record import lean

@@ -4,12 +4,15 @@ patients and odd Observations; and it steps aside (None) wherever plain JSON wou
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from helpers.env import FIXED_NOW
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_fast_path_equivalence import observation  # noqa: E402 (tests/bench is on sys.path)
 
 from bench.burden import synthea_dir
 from bench.peer import chart_body
@@ -20,9 +23,6 @@ from cds_service.fixtures import HOOKS, SERVICE_FOR_HOOK, prefetch_for, stored_r
 from cds_service.record import lean
 from cds_service.record.builder import RecordBuilder, ResolvedData
 from cds_service.record.dates import parse_fhir_datetime
-from helpers.env import FIXED_NOW
-
-from test_fast_path_equivalence import observation  # noqa: E402 (tests/bench is on sys.path)
 
 REPO = Path(__file__).resolve().parents[2]
 REQUESTS = sorted((REPO / "fixtures" / "requests").glob("*.json"))
@@ -156,7 +156,7 @@ def test_odd_observations_same_record(knowledge):
     a Bundle of them read from bytes builds the same record as the plain reading; the typed decoding is taken
     for the clean ones and refused (so plain decides) for the others."""
     counts = {"typed": 0, "plain": 0}
-    now = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
     @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
     @given(st.lists(observation_of_ours, min_size=1, max_size=4))

@@ -4,10 +4,10 @@ from __future__ import annotations
 import logging
 
 import pytest
-
 from audit.conftest import postgres_url  # noqa: F401  (a fresh PostgreSQL database per test)
-from cds_service.fixtures import SERVICE_FOR_HOOK, build_request
 from helpers.env import FIXED_NOW
+
+from cds_service.fixtures import SERVICE_FOR_HOOK, build_request
 
 KEY = "evidence-test-key-0123456789-abcdefghij"
 

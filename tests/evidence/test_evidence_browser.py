@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from audit.helpers import rows, serve
-from cds_service.fixtures import SERVICE_FOR_HOOK, build_request
 from helpers.env import FIXED_NOW
+
+from cds_service.fixtures import SERVICE_FOR_HOOK, build_request
 
 from .conftest import KEY, card_of
 

@@ -6,12 +6,12 @@ import json
 import re
 import sqlite3
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
-
 from audit.helpers import client_jwt, rows, trusted_issuers_file
+
 from cds_service.config import Settings
 from cds_service.evidence.tokens import AUDIENCE, EvidenceSigner, LinkRefused
 
@@ -137,7 +137,7 @@ def test_tampered_foreign_expired_and_missing_tokens_get_a_403_page_without_pati
     tampered_payload = base64.urlsafe_b64encode(json.dumps({**_claims(url), "card": other["uuid"]}).encode()).decode().rstrip("=")
     unsigned = jwt.encode(_claims(url), key=None, algorithm="none")
     signer: EvidenceSigner = evidence_app.extensions["cds_evidence"]
-    expired = signer.token(card["uuid"], rows(evidence_app)[0].received_at.replace(tzinfo=timezone.utc),
+    expired = signer.token(card["uuid"], rows(evidence_app)[0].received_at.replace(tzinfo=UTC),
                            now=time.time() - 3601)
     cases = {
         "tampered claims": f"{header}.{tampered_payload}.{sig}",
@@ -216,7 +216,7 @@ def test_call_still_in_the_writer_queue_gets_a_reload_page_then_the_evidence(app
 
 def test_valid_link_to_a_record_no_longer_stored_is_a_404_page_at_once(evidence_app):
     signer: EvidenceSigner = evidence_app.extensions["cds_evidence"]
-    gone = signer.token("0b6e3f57-5d1a-5a57-9d7b-5a7e0b1c2d3e", datetime.now(timezone.utc) - timedelta(minutes=30))
+    gone = signer.token("0b6e3f57-5d1a-5a57-9d7b-5a7e0b1c2d3e", datetime.now(UTC) - timedelta(minutes=30))
     started = time.monotonic()
     resp = evidence_app.test_client().get(f"/evidence?token={gone}")
     assert resp.status_code == 404 and "not available" in resp.get_data(as_text=True)
@@ -235,7 +235,7 @@ def test_link_opens_from_the_postgresql_audit_store(app_factory, postgres_url):
 
 def test_signer_refuses_what_it_did_not_make():
     signer = EvidenceSigner(KEY, 60, clock=lambda: 1_800_000_000)
-    at = datetime(2026, 11, 25, 12, 0, 0, 123456, tzinfo=timezone.utc)
+    at = datetime(2026, 11, 25, 12, 0, 0, 123456, tzinfo=UTC)
     ref = signer.verify(signer.token("card-1", at))
     assert (ref.card_uuid, ref.received_at) == ("card-1", at)
     with pytest.raises(LinkRefused):
@@ -266,7 +266,7 @@ def test_odd_audit_rows_render_a_page_not_a_500(evidence_app):
             "source": {"label": "x", "topic": {"code": "refractory-hypomagnesemia"}}}
     odd = Invocation(
         service_id="magnesium-patient-view", hook="patient-view", hook_instance="odd-1", patient_id="p-odd",
-        evaluated_at=datetime(2026, 11, 25, 12, tzinfo=timezone.utc), cards=[card],
+        evaluated_at=datetime(2026, 11, 25, 12, tzinfo=UTC), cards=[card],
         facts={"refractory-hypomagnesemia": [
             {"kind": "lab", "analyte": "magnesium", "value": "low", "source": "x"}, 5,
             {"kind": "derived", "name": "egfr", "value": None, "inputs": "none"},

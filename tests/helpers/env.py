@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
-FIXED_NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)  # the fixtures' "today"
+FIXED_NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)  # the fixtures' "today"
 
 
 def fhir_base_url() -> str:

@@ -10,9 +10,10 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -84,7 +85,7 @@ class FhirStub:
     def base_url(self) -> str:
         return self.origin + self.base_path
 
-    def start(self) -> "FhirStub":
+    def start(self) -> FhirStub:
         self._thread.start()
         return self
 
@@ -92,14 +93,14 @@ class FhirStub:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> "FhirStub":
+    def __enter__(self) -> FhirStub:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
     # ------------------------------------------------------------------ configuration
-    def on(self, resource_type: str, handler: Handler | Reply) -> "FhirStub":
+    def on(self, resource_type: str, handler: Handler | Reply) -> FhirStub:
         self.handlers[resource_type] = handler if callable(handler) else (lambda _req, r=handler: r)
         return self
 

@@ -8,9 +8,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import requests
 from werkzeug.serving import make_server
@@ -68,7 +69,7 @@ class Served:
                     "CDS_AUDIT_SPOOL_DIR": str(tmp / "spool"), **env}
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, wait: float = 60.0) -> "Served":
+    def start(self, wait: float = 60.0) -> Served:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([CLI, "serve"], env=self.env, cwd=REPO, stdout=self._log, stderr=self._log)
         wait_until_healthy(self.url, self.proc, wait, self.log)
@@ -110,7 +111,7 @@ class Served:
         finally:
             self._log.close()
 
-    def __enter__(self) -> "Served":
+    def __enter__(self) -> Served:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -131,7 +132,7 @@ class CuttableProxy:
         self._lock = threading.Lock()
         self.up = False
 
-    def start(self) -> "CuttableProxy":
+    def start(self) -> CuttableProxy:
         ls = socket.socket()
         ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         ls.bind(("127.0.0.1", self.port))

@@ -41,7 +41,7 @@ class RecordingProxy:
         self.base = f"http://127.0.0.1:{self.server.server_address[1]}{self.prefix}"
         self._thread = threading.Thread(target=self.server.serve_forever, name="fhir-recording-proxy", daemon=True)
 
-    def __enter__(self) -> "RecordingProxy":
+    def __enter__(self) -> RecordingProxy:
         self._thread.start()
         return self
 

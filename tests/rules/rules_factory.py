@@ -3,7 +3,7 @@ resolved to knowledge ingredients, and a RuleContext at the fixtures' fixed "tod
 from __future__ import annotations
 
 import itertools
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from cds_service.knowledge import load_knowledge
 from cds_service.record.model import Dose, DraftService, IngredientMatch, LabResult, MedicationUse, PatientRecord, SourceRef
@@ -11,7 +11,7 @@ from cds_service.record.units import convert
 from cds_service.rules import RULES_BY_ID
 from cds_service.rules.base import RuleContext
 
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 K = load_knowledge()
 _ids = itertools.count(1)
 

@@ -5,7 +5,9 @@ import math
 from datetime import date
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
+from rules_factory import NOW, K, ago, lab, record
 
 from cds_service.record.derived import (
     bsa_mosteller,
@@ -17,7 +19,6 @@ from cds_service.record.derived import (
     urine_ca_cr_ratio,
 )
 from cds_service.record.units import convert
-from rules_factory import K, NOW, ago, lab, record
 
 
 def test_cockcroft_gault_textbook_example():

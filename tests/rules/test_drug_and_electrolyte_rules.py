@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-
 from rules_factory import ago, drafted_test, lab, med, record, run
 
 

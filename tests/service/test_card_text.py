@@ -17,6 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from helpers.env import FIXED_NOW
 
 from cds_service.cards import SUMMARY_MAX
 from cds_service.cards.compose import MIN_SENTENCE, normal, sentences
@@ -24,7 +25,6 @@ from cds_service.cards.sections import HEADINGS
 from cds_service.fixtures import HOOKS, list_scenarios, read_bundle
 from cds_service.knowledge import load_knowledge
 from cds_service.record.dates import parse_fhir_datetime
-from helpers.env import FIXED_NOW
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 CASES = [f"{s.id}.{h}" for s in list_scenarios() for h in HOOKS]

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import pytest
-
 from helpers.fhir import (
     KEY_TYPES,
     PATIENT_ID,
+    assert_magnesium_card,
     bundle,
     card,
     full_prefetch,
@@ -14,7 +14,6 @@ from helpers.fhir import (
     operation_outcome,
     outcome_text,
     patient,
-    assert_magnesium_card,
     rules_of,
 )
 from helpers.fhir_stub import FhirStub, fhir_stub  # noqa: F401  (fixture)

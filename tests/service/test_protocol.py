@@ -2,13 +2,10 @@
 from __future__ import annotations
 
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
-from cds_service.definitions import TOKEN
-from cds_service.errors import ConfigurationError
 from helpers.fhir import (
     HOOKS,
     PREFETCH_KEYS,
@@ -18,6 +15,9 @@ from helpers.fhir import (
     magnesium,
     rules_of,
 )
+
+from cds_service.definitions import TOKEN
+from cds_service.errors import ConfigurationError
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICE_URL = "/cds-services/{}"
@@ -63,7 +63,7 @@ def test_discovery_prefetch_uses_only_cds_hooks_tokens_and_the_magnesium_value_s
 
 
 def test_discovery_lookback_start_follows_the_clock(app_factory, knowledge):
-    later = datetime(2027, 3, 1, 9, 30, tzinfo=timezone.utc)
+    later = datetime(2027, 3, 1, 9, 30, tzinfo=UTC)
     client = app_factory(CLOCK=lambda: later).test_client()
     obs = client.get("/cds-services").get_json()["services"][0]["prefetch"]["observations"]
     expected = (later - timedelta(days=int(knowledge.policy("lookback_days")))).date().isoformat()

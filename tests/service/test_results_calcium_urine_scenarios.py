@@ -4,15 +4,14 @@ was judged, and the 24-hour urine as the source of the renal-wasting conclusion.
 from __future__ import annotations
 
 import pytest
+from helpers.env import FIXED_NOW
 from sqlalchemy import select
 
 from cds_service.audit.schema import InvocationRow
-
-from cds_service.definitions import load_definitions
 from cds_service.config import Settings
+from cds_service.definitions import load_definitions
 from cds_service.fixtures import SERVICE_FOR_HOOK, build_request
 from cds_service.knowledge import load_knowledge
-from helpers.env import FIXED_NOW
 
 
 @pytest.fixture(scope="module")

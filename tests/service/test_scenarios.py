@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 from fhir.resources.R4B.bundle import Bundle
+from helpers.env import FIXED_NOW
 
 from cds_service import create_app
 from cds_service.cards import GAP_RULE
-from cds_service.definitions import load_definitions
 from cds_service.config import Settings
+from cds_service.definitions import load_definitions
 from cds_service.fixtures import (
     FHIR_SERVER_PLACEHOLDER,
     HOOKS,
@@ -38,7 +39,6 @@ from cds_service.knowledge import load_knowledge
 from cds_service.protocol.request import parse_hook_request
 from cds_service.record.dates import parse_fhir_datetime
 from cds_service.rules import RULES_BY_ID
-from helpers.env import FIXED_NOW
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 SCENARIOS = list_scenarios()
@@ -268,8 +268,8 @@ def test_scenarios_on_a_real_fhir_server(client, catalog):
     the search emulation answers each prefetch query as that server does, and that the no-prefetch requests
     (the service fetching for itself) give the declared cards."""
     import requests
-
     from helpers.env import fhir_base_url
+
     from cds_service.prefetch.templates import render
 
     base = fhir_base_url()

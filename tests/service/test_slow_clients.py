@@ -8,7 +8,6 @@ import socket
 import time
 
 import requests
-
 from helpers.processes import Served
 
 SLOW = 40

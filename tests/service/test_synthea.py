@@ -4,12 +4,14 @@ right ingredients."""
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from datetime import datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
+from helpers.env import FIXED_NOW
 
+from bench.burden import synthea_dir
 from cds_service import create_app
 from cds_service.config import Settings
 from cds_service.definitions import load_definitions
@@ -17,8 +19,6 @@ from cds_service.fixtures import HOOKS, SERVICE_FOR_HOOK, prefetch_for, stored_r
 from cds_service.knowledge import RXNORM, load_knowledge
 from cds_service.record.builder import RecordBuilder, ResolvedData
 from cds_service.record.dates import parse_fhir_datetime
-from helpers.env import FIXED_NOW
-from bench.burden import synthea_dir
 
 REPO = Path(__file__).resolve().parents[2]
 

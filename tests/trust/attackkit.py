@@ -9,9 +9,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import requests
 from helpers.processes import free_port as closed_port  # noqa: F401 (a port nothing listens on)
@@ -70,7 +71,7 @@ class ScriptedServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def __enter__(self) -> "ScriptedServer":
+    def __enter__(self) -> ScriptedServer:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -156,7 +157,7 @@ def stall_then_watch(after: float, closed_at: list[float]) -> Behaviour:
                 if h.connection.recv(1) == b"":
                     closed_at.append(time.monotonic())
                     break
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 closed_at.append(time.monotonic())
@@ -240,7 +241,7 @@ class Served:
                 self.proc.wait(5)
         self.log.close()
 
-    def __enter__(self) -> "Served":
+    def __enter__(self) -> Served:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -8,10 +8,8 @@ import time
 
 import pytest
 import requests
-from attackkit import (Canary, ScriptedServer, Served, closed_port, cpu_seconds, memory_kib, stall_then_watch, timing,
-                       unframed)
-from helpers.fhir import (KEY_TYPES, assert_magnesium_card, bundle, card, full_prefetch, hook_request, magnesium,
-                          outcome_text, patient)
+from attackkit import Canary, ScriptedServer, Served, closed_port, cpu_seconds, memory_kib, stall_then_watch, timing, unframed
+from helpers.fhir import KEY_TYPES, assert_magnesium_card, bundle, card, full_prefetch, hook_request, magnesium, outcome_text, patient
 from helpers.fhir_stub import FhirStub, Reply, fhir_stub  # noqa: F401
 
 URL = "/cds-services/magnesium-patient-view"

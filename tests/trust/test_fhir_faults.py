@@ -12,11 +12,9 @@ import time
 
 import pytest
 import responses
-from urllib3.connection import HTTPConnection
-from urllib3.exceptions import NewConnectionError
-
 from helpers.fhir import (
     KEY_TYPES,
+    assert_magnesium_card,
     bundle,
     card,
     full_prefetch,
@@ -25,10 +23,11 @@ from helpers.fhir import (
     operation_outcome,
     outcome_text,
     patient,
-    assert_magnesium_card,
     rules_of,
 )
 from helpers.fhir_stub import FhirStub, Reply, closed_port_url, fhir_stub, paging_forever  # noqa: F401
+from urllib3.connection import HTTPConnection
+from urllib3.exceptions import NewConnectionError
 
 URL = "/cds-services/magnesium-patient-view"
 TOKEN = "secret-ehr-token-b9c1d2"

@@ -9,9 +9,8 @@ import pytest
 import schemathesis
 import yaml
 from hypothesis import HealthCheck, Phase, given, settings
-from trustkit import BASE, ISS, Signer, jwks, write_issuers
-
 from schemathesis.specs.openapi.checks import positive_data_acceptance
+from trustkit import BASE, ISS, Signer, jwks, write_issuers
 
 from cds_service.api.openapi import DOCUMENT
 from cds_service.app import create_app

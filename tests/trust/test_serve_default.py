@@ -5,12 +5,11 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import requests
-from trustkit import ISS, Signer, bearer, jwks, write_issuers
 from helpers.processes import wait_until_healthy
+from trustkit import ISS, Signer, bearer, jwks, write_issuers
 
 CLI = str(Path(sys.executable).with_name("cds-service"))
 
