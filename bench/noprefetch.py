@@ -94,6 +94,7 @@ def measure(n_observations: int = 150, runs: int = 15, quick: bool = False) -> N
     if quick:
         n_observations, runs = 20, 2
     from cds_service import create_app
+    from cds_service.prefetch.deadline import Deadline
     from cds_service.prefetch.gateway import FhirGateway
     from cds_service.prefetch.templates import render
 
@@ -127,7 +128,7 @@ def measure(n_observations: int = 150, runs: int = 15, quick: bool = False) -> N
                 singles = {}
                 for key, query in (result.queries.items() if i % 2 else reversed(list(result.queries.items()))):
                     t0 = time.perf_counter()
-                    one = gateway.fetch_many(base, None, {key: query}, 30)[key]
+                    one = gateway.fetch_many(base, None, {key: query}, Deadline.start(30))[key]
                     singles[key] = (time.perf_counter() - t0) * 1000
                     if not one.ok:
                         raise RuntimeError(f"FHIR query {key} failed: {one.error}")
@@ -155,8 +156,10 @@ def measure(n_observations: int = 150, runs: int = 15, quick: bool = False) -> N
 
 def _parallel_fetch(gateway: Any, base: str, queries: dict[str, str]) -> tuple[float, dict[str, Any]]:
     """(wall ms, results) of one parallel fetch of every query, as the engine does it; any failure is fatal."""
+    from cds_service.prefetch.deadline import Deadline
+
     t0 = time.perf_counter()
-    out = gateway.fetch_many(base, None, queries, 30)
+    out = gateway.fetch_many(base, None, queries, Deadline.start(30))
     wall = (time.perf_counter() - t0) * 1000
     bad = {k: r.error for k, r in out.items() if not r.ok}
     if bad:
@@ -172,6 +175,8 @@ def _replay(gateway: Any, result: NoPrefetchResult, answers: dict[str, Any], run
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     from urllib.parse import urlsplit
+
+    from cds_service.prefetch.deadline import Deadline
 
     by_type = {}  # each key asks for its own resource type: answer by the path's first segment after /fhir/
     for key, query in result.queries.items():
@@ -201,7 +206,7 @@ def _replay(gateway: Any, result: NoPrefetchResult, answers: dict[str, Any], run
             own = []
             for _ in range(runs + 1):
                 t0 = time.perf_counter()
-                gateway.fetch_many(base, None, {key: query}, 30)
+                gateway.fetch_many(base, None, {key: query}, Deadline.start(30))
                 own.append((time.perf_counter() - t0) * 1000)
             by_type[query.split("?")[0].split("/")[0]][1] = max(0.0, result.single_ms[key] - statistics.median(own[1:])) / 1000
         walls = []

@@ -263,14 +263,15 @@ def unique_snapshot_bytes(bodies: dict[str, bytes]) -> dict[str, int]:
     """Compressed snapshot + compressed cards/facts of one call, for each body (the per-call cost without sharing)."""
     from cds_service import create_app
     from cds_service.audit.compact import SnapshotEncoder, encode_json
+    from cds_service.audit.invocation import Invocation
     from cds_service.audit.store import invocation_record
-    from cds_service.engine import Invocation
 
     app = create_app({"database_url": "sqlite://", "CLOCK": lambda: NOW, "auth_mode": "off", "log_level": "WARNING"})
     out = {}
     for key in ("service", "service-1000"):
-        inv = Invocation(service_id=SERVICE)
-        app.extensions["cds"].engine.handle(SERVICE, json.loads(bodies[key]), inv)
+        outcome = app.extensions["cds"].engine.handle(SERVICE, json.loads(bodies[key]))
+        outcome.response()  # raises when the call failed
+        inv = Invocation(service_id=SERVICE, **outcome.audit_fields())
         meta, raw = invocation_record(inv)
         _, content = SnapshotEncoder().encode(raw)
         out[key] = {"snapshot_raw": len(raw), "snapshot_compressed": len(content),

@@ -8,8 +8,9 @@ from flask import Blueprint, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from .. import metrics
-from ..engine import Invocation
+from ..audit.invocation import Invocation
 from ..errors import CDSError, PayloadTooLarge, UnknownService
+from ..protocol.identity import CallIdentity, identify
 from ..protocol.request import parse_feedback
 from . import evidence_page
 from .body import read_json
@@ -38,12 +39,12 @@ def call_service(service_id: str):
     try:
         body = read_json(request, s.settings.max_body_bytes, typed=not s.settings.strict_validation)
         _known_service(s.catalog, service_id)
-        response = s.engine.handle(service_id, body, inv)
-        response = evidence_page.add_links(response, inv)  # copies: the audited cards keep no token
+        outcome = g.cds_outcome = s.engine.handle(service_id, body)  # the audit record is made from it (_record)
+        response = evidence_page.add_links(outcome.response(), inv)  # copies: the audited cards keep no token
     except CDSError as exc:
         inv.status, inv.error_code, inv.error = exc.status, exc.code, exc.message
         if isinstance(exc, UnknownService):
-            _identify(inv, body)
+            _identify(inv, identify(body))
         raise
     except HTTPException as exc:  # e.g. werkzeug's 413 on a chunked body over MAX_CONTENT_LENGTH
         inv.status, inv.error_code, inv.error = exc.code or 400, f"http-{exc.code}", exc.name
@@ -72,6 +73,10 @@ def _record(response) -> None:
     inv = g.get("cds_invocation")
     if inv is None:  # the view never ran (authentication failed first): a compact row, the body never read
         inv = Invocation(service_id=(request.view_args or {}).get("service_id", "")[:REFUSED_SERVICE_ID_CHARS])
+    outcome = g.get("cds_outcome")
+    if outcome is not None:  # what the engine's steps produced, success or not
+        for name, value in outcome.audit_fields().items():
+            setattr(inv, name, value)
     started = g.get("cds_started")
     inv.latency_ms = (time.monotonic() - started) * 1000 if started is not None else 0.0
     inv.status = response.status_code
@@ -100,15 +105,10 @@ def _known_service(catalog, service_id: str) -> None:
                              "(GET /cds-services)")
 
 
-def _identify(inv: Invocation, body) -> None:
-    """hookInstance/hook/patient of a call the engine did not take (unknown service)."""
-    if not isinstance(body, dict):
-        return
-    ctx = body.get("context") if isinstance(body.get("context"), dict) else {}
-    for attr, value in (("hook", body.get("hook")), ("hook_instance", body.get("hookInstance")),
-                        ("patient_id", ctx.get("patientId")), ("user_id", ctx.get("userId"))):
-        if isinstance(value, str):
-            setattr(inv, attr, value)
+def _identify(inv: Invocation, identity: CallIdentity) -> None:
+    """The identity of a call the engine did not take (unknown service) into its audit record."""
+    for name, value in vars(identity).items():
+        setattr(inv, name, value)
 
 
 def _outcome_code(response) -> tuple[str | None, str | None]:

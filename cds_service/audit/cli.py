@@ -243,7 +243,7 @@ def replay(database_url: str | None, since: str | None, until: str | None, knowl
     start, end = _window(since, until)
     store = _store(database_url)
     with store.sessions() as s:
-        result = run_replay(iter_invocations(s, start, end), knowledge, settings)
+        result = run_replay(iter_invocations(s, start, end), knowledge)
     store.close()
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))

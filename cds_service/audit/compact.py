@@ -2,7 +2,7 @@
 
 - the cards and the facts each card used (a rule's facts capped at ``MAX_FACTS``, the rest counted);
 - the data gaps aggregated: a count per kind plus the first ``GAP_SAMPLE``;
-- the normalised record (``engine.snapshot``) as zlib-compressed JSON addressed by its SHA-256: the same
+- the normalised record (``invocation.snapshot``) as zlib-compressed JSON addressed by its SHA-256: the same
   record is stored once (table ``record_snapshot``) and each invocation references it by hash.
 
 A snapshot's gap list is compacted the same way (first ``GAP_SAMPLE``, then ``gapsOmitted``: kind -> count);

@@ -1,4 +1,5 @@
-"""Replay stored decisions: rebuild the PatientRecord from ``engine.snapshot()`` and re-run the rules.
+"""Replay stored decisions: rebuild the PatientRecord from its snapshot (``audit.invocation.snapshot``) and
+decide again (``decide.decide``, as the service does).
 
 Used to gate a knowledge release: which cards would appear, disappear or change (indicator or
 summary) under the current (or a given) knowledge, with each call's own ``evaluated_at`` as now.
@@ -10,8 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ..config import Settings
-from ..engine import Engine
+from ..decide import decide
 from ..knowledge import Knowledge
 from ..record.dates import parse_fhir_date, parse_fhir_datetime
 from ..record.model import (
@@ -86,7 +86,7 @@ def _gaps(snap: dict[str, Any]) -> list[DataGap]:
 
 
 def record_from_snapshot(snap: dict[str, Any], knowledge: Knowledge | None = None) -> PatientRecord:
-    """The inverse of ``engine.snapshot()``. With ``knowledge``, what the knowledge decides (analyte of a
+    """The inverse of ``snapshot()``. With ``knowledge``, what the knowledge decides (analyte of a
     LOINC code, classes of an ingredient, condition value sets) is re-derived from it; values stay as stored."""
     labs: dict[str, list[LabResult]] = {}
     for results in (snap.get("labs") or {}).values():
@@ -184,10 +184,9 @@ def compare_cards(before: Iterable[dict[str, Any]], after: Iterable[dict[str, An
     return out
 
 
-def replay(rows: Iterable[Any], knowledge: Knowledge, settings: Settings | None = None) -> ReplayResult:
+def replay(rows: Iterable[Any], knowledge: Knowledge) -> ReplayResult:
     """Re-run each stored snapshot (InvocationRow-like: id, hook, hook_instance, evaluated_at, cards,
     record_snapshot) through ``knowledge`` and the current rules."""
-    engine = Engine(settings or Settings(), knowledge, catalog=None)  # type: ignore[arg-type]  # decide() needs no catalog
     result = ReplayResult(knowledge_version=knowledge.version)
     for row in rows:
         if not row.record_snapshot or not row.hook or not row.hook_instance or row.status != 200:
@@ -197,12 +196,12 @@ def replay(rows: Iterable[Any], knowledge: Knowledge, settings: Settings | None 
         now = now if now.tzinfo else now.replace(tzinfo=UTC)
         try:
             record = record_from_snapshot(row.record_snapshot, knowledge)
-            response, _ = engine.decide(record, row.hook, row.hook_instance, now)
+            decision = decide(record, knowledge, row.hook, row.hook_instance, now)
         except Exception as exc:  # a snapshot the current code cannot replay is a finding, not a crash
             result.errors.append({"invocationId": row.id, "hookInstance": row.hook_instance,
                                   "error": f"{type(exc).__name__}: {exc}"})
             continue
         result.replayed += 1
-        for rule, change, before, after in compare_cards(row.cards or [], response["cards"]):
+        for rule, change, before, after in compare_cards(row.cards or [], decision.cards):
             result.changes.append(CardChange(row.id, row.hook_instance, row.service_id, rule, change, before, after))
     return result

@@ -34,9 +34,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from .. import metrics
-from ..engine import Invocation, snapshot
 from ..errors import CDSError
 from .compact import SnapshotEncoder, aggregate_gaps, cap_facts, compact_snapshot, encode_json, snapshot_json
+from .invocation import Invocation, snapshot
 from .schema import CardRow, FeedbackRow, InvocationRow, RecordSnapshotRow, SeenJti
 from .spool import FSYNC_INTERVAL, Spool, claim_orphan, encode_frame, read_frames, spool_dir_for
 

@@ -21,6 +21,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from ..prefetch.deadline import Deadline
 from ..prefetch.gateway import FhirGateway
 from ..prefetch.templates import TemplateError, render
 
@@ -201,7 +202,7 @@ class EhrStandIn:
         if not queries:
             return {}
         gateway = FhirGateway(call_timeout=self.timeout, retries=2, page_limit=20)
-        results = gateway.fetch_many(self.fhir_base, self.fhir_token, queries, self.timeout)
+        results = gateway.fetch_many(self.fhir_base, self.fhir_token, queries, Deadline.start(self.timeout))
         out: dict[str, Any] = {}
         for key, res in results.items():
             if res.ok:

@@ -29,6 +29,8 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.retry import Retry
 
+from .deadline import CONNECT_TIMEOUT_CAP, REQUEST_FLOOR, Deadline
+
 log = logging.getLogger(__name__)
 
 _POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fhir-fetch")
@@ -71,21 +73,41 @@ class ByteBudget:
 
 @dataclass(frozen=True)
 class AddressPolicy:
-    """Which addresses a fhirServer host may resolve to.
+    """Which fhirServer the service reads from, and which addresses its host may resolve to.
 
-    Public (globally routable) addresses are always allowed. Loopback and private networks only with
-    ``allow_private`` (development: CDS_ALLOW_HTTP_FHIR). Link-local (cloud metadata), unspecified,
-    multicast and reserved addresses never, except for ``allowed_hosts`` (CDS_FHIR_SERVER_ALLOWLIST),
-    which may resolve to anything: the operator named them.
+    The URL (``server_refusal``): a plain base URL, https unless ``allow_http`` (CDS_ALLOW_HTTP_FHIR), and one
+    of ``allowed_servers`` when that is not empty (CDS_FHIR_SERVER_ALLOWLIST).
+    The address (``refusal``): public (globally routable) addresses are always allowed. Loopback and private
+    networks only with ``allow_private`` (development: CDS_ALLOW_HTTP_FHIR). Link-local (cloud metadata),
+    unspecified, multicast and reserved addresses never, except for ``allowed_hosts`` (the hosts of the
+    allowlist), which may resolve to anything: the operator named them.
     """
 
     allow_private: bool = False
     allowed_hosts: frozenset[str] = frozenset()
+    allow_http: bool = False
+    allowed_servers: frozenset[str] = frozenset()  # base URLs without a trailing slash
 
     @classmethod
-    def from_settings(cls, allow_private: bool, allowlist: Iterable[str]) -> AddressPolicy:
+    def from_settings(cls, allow_http_fhir: bool, allowlist: Iterable[str]) -> AddressPolicy:
+        allowlist = tuple(allowlist)
         hosts = frozenset((urlsplit(u).hostname or "").lower() for u in allowlist) - {""}
-        return cls(allow_private=allow_private, allowed_hosts=hosts)
+        return cls(allow_private=allow_http_fhir, allowed_hosts=hosts, allow_http=allow_http_fhir,
+                   allowed_servers=frozenset(u.rstrip("/") for u in allowlist))
+
+    def server_refusal(self, fhir_server: str | None) -> str | None:
+        """None when data may be fetched from ``fhir_server``; otherwise why not (shown to the caller)."""
+        if not fhir_server:
+            return "no fhirServer was given to fetch it from"
+        parts = urlsplit(fhir_server)
+        if parts.username is not None or parts.password is not None or parts.query or parts.fragment \
+                or has_dot_segment(parts.path):
+            return "fhirServer must be a plain base URL (no user info, query, fragment or dot segments)"
+        if parts.scheme != "https" and not self.allow_http:
+            return "fhirServer is not https (CDS_ALLOW_HTTP_FHIR is off)"
+        if self.allowed_servers and fhir_server.rstrip("/") not in self.allowed_servers:
+            return "fhirServer is not on the configured allowlist"
+        return None
 
     def refusal(self, host: str, address: str) -> str | None:
         """None when ``host`` may be reached at ``address``; otherwise why not (for the log)."""
@@ -219,12 +241,13 @@ class FhirGateway:
         return ByteBudget(self.max_call_bytes)
 
     # ------------------------------------------------------------------ public
-    def fetch_many(self, base: str, token: str | None, queries: dict[str, str], deadline_s: float,
+    def fetch_many(self, base: str, token: str | None, queries: dict[str, str], deadline: Deadline,
                    budget: ByteBudget | None = None) -> dict[str, FetchResult]:
         """GET every query (relative to ``base``) in parallel; whatever is not done by the deadline fails,
         and its read is cut off (the socket is shut down), so no work outlives the call."""
         started = time.monotonic()
-        deadline_at = started + deadline_s
+        deadline_at = deadline.at
+        deadline_s = deadline_at - started  # what was left when the reads started (named in the timeout reason)
         call = _Call(deadline_at, budget or self.call_budget())
         futures: dict[str, Future[FetchResult]] = {
             key: _POOL.submit(self._fetch_one, key, base, token, query, call) for key, query in queries.items()
@@ -266,7 +289,7 @@ class FhirGateway:
                     result.truncated, result.truncated_why = True, f"the page limit ({self.page_limit}) was reached"
                     break
                 remaining = call.deadline_at - time.monotonic()
-                if remaining <= 0.01 or call.cancelled:
+                if remaining <= REQUEST_FLOOR or call.cancelled:
                     if merged is None:
                         result.error = "deadline reached before the query could be sent"
                     else:
@@ -300,7 +323,7 @@ class FhirGateway:
             headers["Authorization"] = f"Bearer {token}"
         t0 = time.monotonic()
         try:
-            resp = self.session.get(url, headers=headers, timeout=(min(timeout, 1.0), timeout), allow_redirects=False,
+            resp = self.session.get(url, headers=headers, timeout=(min(timeout, CONNECT_TIMEOUT_CAP), timeout), allow_redirects=False,
                                     stream=True)
         except requests.ConnectTimeout as exc:
             log.warning("FHIR GET %s: connect timeout (%s)", _safe(url), exc)

@@ -61,6 +61,18 @@ def iter_resources(value: Any) -> Iterable[tuple[Any, bool]]:
         yield value, False
 
 
+def medication_id(reference: Any) -> str | None:
+    """The id of the Medication a literal medicationReference names ("Medication/m1",
+    "https://ehr/fhir/Medication/m1/_history/2"); None when it names anything else (a contained "#m1" is
+    resolved by the reader of that resource)."""
+    if not isinstance(reference, str):
+        return None
+    ref = reference.strip()
+    if not (ref.startswith("Medication/") or "/Medication/" in ref):
+        return None
+    return ref.split("/_history/")[0].rstrip("/").split("/")[-1]
+
+
 class RecordBuilder:
     def __init__(self, knowledge: Knowledge, now: datetime):
         self.k = knowledge
@@ -533,8 +545,8 @@ class RecordBuilder:
                     model, _, err = lean.parse_resource(raw)
                     return model if err is None else None  # type: ignore[return-value]
             return None
-        mid = ref.split("/_history/")[0].rstrip("/").split("/")[-1]
-        return medications.get(mid)
+        mid = medication_id(ref)
+        return medications.get(mid) if mid is not None else None
 
     def resolve_ingredients(self, concepts: list[lean.CodeableConcept]) -> tuple[IngredientMatch, ...]:
         """RxNorm ingredient, then RxNorm clinical drug, then ATC, then (last) names in text/display."""

@@ -112,7 +112,7 @@ def invocation(hook_instance: str, *, service_id: str = PATIENT_VIEW, status: in
     """An Invocation as the engine fills it (for store-level tests with controlled values)."""
     from datetime import datetime
 
-    from cds_service.engine import Invocation
+    from cds_service.audit.invocation import Invocation
 
     cards = cards or []
     return Invocation(

@@ -6,9 +6,9 @@ import shutil
 
 from click.testing import CliRunner
 
+from cds_service.audit.invocation import snapshot
 from cds_service.audit.replay import record_from_snapshot
 from cds_service.cli import main
-from cds_service.engine import snapshot
 from cds_service.knowledge import DATA_DIR
 
 from .helpers import PATIENT_VIEW, patient_view_body, rows

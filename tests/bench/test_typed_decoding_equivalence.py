@@ -18,7 +18,7 @@ from bench.burden import synthea_dir
 from bench.peer import chart_body
 from cds_service import create_app
 from cds_service.api.body import decode_typed
-from cds_service.engine import Invocation
+from cds_service.audit.invocation import Invocation
 from cds_service.fixtures import HOOKS, SERVICE_FOR_HOOK, prefetch_for, stored_resources
 from cds_service.record import lean
 from cds_service.record.builder import RecordBuilder, ResolvedData
@@ -49,9 +49,9 @@ def typed_observations(body: dict) -> int:
 
 
 def handle(engine, service_id: str, body: dict):
-    inv = Invocation(service_id=service_id)
-    response = engine.handle(service_id, body, inv)
-    return response, inv
+    outcome = engine.handle(service_id, body)
+    response = outcome.response()
+    return response, Invocation(service_id=service_id, **outcome.audit_fields())
 
 
 def assert_same_call(engine, service_id: str, raw: bytes) -> int:

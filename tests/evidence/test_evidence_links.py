@@ -258,7 +258,7 @@ def test_settings_refuse_a_short_evidence_key_and_odd_lifetimes():
 
 def test_odd_audit_rows_render_a_page_not_a_500(evidence_app):
     """Rows written by older versions or by hand: junk facts, an unreadable snapshot, no snapshot at all."""
-    from cds_service.engine import Invocation
+    from cds_service.audit.invocation import Invocation
 
     store = evidence_app.extensions["cds"].store
     card = {"uuid": "8d3c2f8e-1111-4c55-9d59-0b1e7c3d2a10", "summary": "odd row", "indicator": "warning",

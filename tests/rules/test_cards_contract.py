@@ -7,7 +7,7 @@ import pytest
 from rules_factory import K, ago, ctx, failing_kidneys, lab, med, normal_kidneys, record
 
 from cds_service.cards import build_card
-from cds_service.engine import evaluate_rules
+from cds_service.decide import evaluate_rules
 from cds_service.rules import RULES
 
 INDICATORS = {"info", "warning", "critical"}

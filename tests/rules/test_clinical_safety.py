@@ -8,7 +8,7 @@ from datetime import date
 import pytest
 from rules_factory import NOW, K, ago, ctx, failing_kidneys, lab, med, normal_kidneys, record, run
 
-from cds_service.engine import evaluate_rules
+from cds_service.decide import evaluate_rules
 from cds_service.record.kidney import assess_kidney
 from cds_service.record.model import ConditionFact, SourceRef
 from cds_service.rules.base import digits_for, shown_pair

@@ -8,7 +8,7 @@ from rules_factory import K, ago, ctx, failing_kidneys, lab, med, record
 
 from cds_service.cards import build_card
 from cds_service.cards.compose import compose, kidney_value
-from cds_service.engine import evaluate_rules
+from cds_service.decide import evaluate_rules
 from cds_service.rules import RULES
 from cds_service.rules.regimens import renal_ceiling_text
 

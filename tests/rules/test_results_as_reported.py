@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from rules_factory import NOW, K, ago, ctx, lab, record, run
 
+from cds_service.audit.invocation import snapshot
 from cds_service.audit.replay import record_from_snapshot
-from cds_service.engine import snapshot
 from cds_service.record.builder import RecordBuilder, ResolvedData
 from cds_service.record.derived import censored_bound, femg
 from cds_service.rules.base import fmt_lab, value_text
@@ -223,7 +223,7 @@ def test_every_card_names_newer_unreadable_results_of_the_values_it_uses():
     """The engine's safety net: a rule that does not name them itself (here magnesium-wasting-drug) still does."""
     from rules_factory import med
 
-    from cds_service.engine import evaluate_rules
+    from cds_service.decide import evaluate_rules
 
     rec = _build(_obs("old", 1.4, day="2026-11-20T08:00:00Z"), _obs("nv", None, day="2026-11-24T08:00:00Z"))
     rec.medications = [med("furosemide", start=ago(200), route="oral")]

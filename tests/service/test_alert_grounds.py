@@ -16,7 +16,7 @@ from helpers.env import FIXED_NOW
 
 from bench.burden import synthea_dir
 from cds_service import create_app
-from cds_service.engine import Invocation
+from cds_service.audit.invocation import Invocation
 from cds_service.fixtures import HOOKS, SERVICE_FOR_HOOK, build_request, list_scenarios, prefetch_for, stored_resources
 from cds_service.knowledge import Knowledge
 from cds_service.record.dates import parse_fhir_datetime
@@ -83,9 +83,9 @@ def ungrounded(k: Knowledge, inv: Invocation) -> list[str]:
 
 def _handle(cds, body: dict[str, Any], hook: str, now: datetime) -> Invocation:
     cds.clock["now"] = now
-    inv = Invocation(SERVICE_FOR_HOOK[hook])
-    cds.engine.handle(SERVICE_FOR_HOOK[hook], body, inv)
-    return inv
+    outcome = cds.engine.handle(SERVICE_FOR_HOOK[hook], body)
+    outcome.response()  # raises when the call failed
+    return Invocation(SERVICE_FOR_HOOK[hook], **outcome.audit_fields())
 
 
 @pytest.mark.parametrize("scenario", list_scenarios(), ids=lambda s: s.id)
