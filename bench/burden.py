@@ -178,10 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     burdens = measure(args.synthea, fixtures=not args.no_fixtures)
     sys.stdout.write(markdown(burdens))
     if args.json:
-        args.json.write_text(json.dumps({name: {"openings": b.openings, "withCard": b.with_card, "cards": b.total,
-                                                "per100": round(b.per_100(), 2),
-                                                "byRule": [{"rule": r, "indicator": i, "cards": n} for (r, i), n in sorted(b.cards.items())]}
-                                         for name, b in burdens.items()}, indent=2) + "\n")
+        counts = {name: {"openings": b.openings, "withCard": b.with_card, "cards": b.total, "per100": round(b.per_100(), 2),
+                         "byRule": [{"rule": r, "indicator": i, "cards": n} for (r, i), n in sorted(b.cards.items())]}
+                  for name, b in burdens.items()}
+        args.json.write_text(json.dumps(counts, indent=2) + "\n")
     gen = burdens["generated"]
     return 0 if gen.per_100() <= BUDGET_PER_100 else 1
 

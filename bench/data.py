@@ -29,7 +29,8 @@ READ = [
     ("14682-9", "Creatinine [Moles/volume] in Serum or Plasma", "umol/L", 53, 106, (60, 140)),
     ("19124-7", "Magnesium [Mass/volume] in Urine", "mg/dL", None, None, (2.0, 12.0)),
     ("2161-8", "Creatinine [Mass/volume] in Urine", "mg/dL", None, None, (40, 180)),
-    ("98979-8", "Glomerular filtration rate/1.73 sq M.predicted [Volume Rate/Area] by CKD-EPI 2021", "mL/min/{1.73_m2}", 60, None, (35, 95)),
+    ("98979-8", "Glomerular filtration rate/1.73 sq M.predicted [Volume Rate/Area] by CKD-EPI 2021", "mL/min/{1.73_m2}",
+     60, None, (35, 95)),
     ("29463-7", "Body weight", "kg", None, None, (55, 95)),
     ("1751-7", "Albumin [Mass/volume] in Serum or Plasma", "g/dL", 3.5, 5.0, (2.8, 4.6)),
 ]

@@ -183,8 +183,10 @@ def audit_bytes(db: Path) -> dict[str, Any]:
         cols = [r[1] for r in conn.execute("PRAGMA table_info(invocation)")]
         row_bytes = conn.execute("SELECT SUM(" + " + ".join(f"COALESCE(LENGTH(CAST({c} AS BLOB)), 0)" for c in cols)
                                  + ") FROM invocation").fetchone()[0] or 0
-        card_bytes = conn.execute("SELECT SUM(LENGTH(uuid) + LENGTH(service_id) + LENGTH(rule) + LENGTH(indicator) + 32) FROM card").fetchone()[0] or 0
-        snap = conn.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(content)), 0), COALESCE(SUM(raw_bytes), 0) FROM record_snapshot").fetchone()
+        card_bytes = conn.execute("SELECT SUM(LENGTH(uuid) + LENGTH(service_id) + LENGTH(rule) + LENGTH(indicator) + 32)"
+                                  " FROM card").fetchone()[0] or 0
+        snap = conn.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(content)), 0), COALESCE(SUM(raw_bytes), 0)"
+                            " FROM record_snapshot").fetchone()
         n = conn.execute("SELECT COUNT(*) FROM invocation").fetchone()[0]
     size = db.stat().st_size
     return {"rows": n, "row_bytes": row_bytes, "card_bytes": card_bytes, "snapshots": snap[0], "snapshot_bytes": snap[1],
@@ -475,7 +477,8 @@ def markdown(res: PeerResult, command: str) -> str:
             per = x["snapshot_compressed"] + x["cards_facts_compressed"]
             lines.append(f"- {label} Observations, every chart different (no snapshot shared): snapshot "
                          f"{x['snapshot_raw'] / 1024:.0f} KB -> {x['snapshot_compressed'] / 1024:.1f} KB, cards+facts "
-                         f"{x['cards_facts_compressed'] / 1024:.1f} KB compressed: about {per / 1024:.1f} KB per call plus the row's columns.")
+                         f"{x['cards_facts_compressed'] / 1024:.1f} KB compressed: about {per / 1024:.1f} KB per call "
+                         "plus the row's columns.")
     if res.models:
         lines += ["", *models_lines(res)]
     ip = res.in_process

@@ -37,9 +37,9 @@ def wait_until_ok(url: str, timeout: float, proc: subprocess.Popen | None = None
 
 
 def start(cmd: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
-    log = open(log_path, "ab")
-    return subprocess.Popen(cmd, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                            start_new_session=True)
+    with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(cmd, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                                start_new_session=True)
 
 
 def stop(proc: subprocess.Popen, timeout: float = 15) -> None:

@@ -84,7 +84,8 @@ def write(out_dir: Path, *, command: str, scaling: list[ScalingRow], http: HttpR
     L: list[str] = []
     L += ["# Benchmark report", "",
           f"Generated {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} by `{command}` on {platform.node()} "
-          f"({platform.python_implementation()} {platform.python_version()}, {_cpus()} CPUs, load average at start {notes[0] if notes else '?'}).",
+          f"({platform.python_implementation()} {platform.python_version()}, {_cpus()} CPUs, "
+          f"load average at start {notes[0] if notes else '?'}).",
           "Figures are wall-clock on a shared machine; ratios are measured in the same run and are the figures to trust.", ""]
     L += ["## Budget", "", "| Budget line | Measured | Result |", "|---|---|---|"]
     L += [f"| {b.line} | {b.measured} | {_mark(b.ok)} |" for b in budgets(scaling, http, nopf)]
@@ -97,7 +98,8 @@ def write(out_dir: Path, *, command: str, scaling: list[ScalingRow], http: HttpR
           "Requests: generated patient-view calls (bench/data.py) whose prefetch holds N Observations (LOINC codes from the "
           "knowledge value sets in mixed units, 30 % other analytes, 15 % older than the lookback, 2 % entered-in-error) "
           "and N/20 each of MedicationRequests, MedicationStatements and Conditions.", "",
-          "| Observations | Resources | Body | Runs | Median | p99 | json.loads median | Ratio to json.loads | Per Observation | Audit write (background) | Cards |",
+          "| Observations | Resources | Body | Runs | Median | p99 | json.loads median | Ratio to json.loads | Per Observation "
+          "| Audit write (background) | Cards |",
           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in scaling:
         L.append(f"| {r.observations:,} | {r.resources:,} | {r.body_bytes / 1024:,.0f} KiB | {r.runs} | {r.median_ms:.2f} ms | "
@@ -106,7 +108,8 @@ def write(out_dir: Path, *, command: str, scaling: list[ScalingRow], http: HttpR
     if before:
         L += ["", "Before the hot-path changes (same command, same machine, earlier run):", "",
               "| Observations | Median | p99 | json.loads median | Ratio |", "|---:|---:|---:|---:|---:|"]
-        L += [f"| {r.observations:,} | {r.median_ms:.2f} ms | {r.p99_ms:.2f} ms | {r.loads_median_ms:.2f} ms | {r.ratio:.2f} x |" for r in before]
+        L += [f"| {r.observations:,} | {r.median_ms:.2f} ms | {r.p99_ms:.2f} ms | {r.loads_median_ms:.2f} ms | {r.ratio:.2f} x |"
+              for r in before]
     L.append("")
 
     L += ["## 2. HTTP under the production server", ""]
@@ -186,11 +189,16 @@ def chart_png(path: Path, scaling: list[ScalingRow], http: HttpResult | None) ->
     ax.loglog(xs, [r.loads_median_ms for r in scaling], "^-", label="json.loads of the body")
     ax.loglog(xs, [4 * r.loads_median_ms for r in scaling], ":", color="grey", label="4 x json.loads (budget)")
     ax.axhline(25, color="red", lw=0.8, ls=":", label="25 ms")
-    ax.set_xlabel("Observations in prefetch"); ax.set_ylabel("ms"); ax.set_title("1. Scaling"); ax.legend(fontsize=8)
+    ax.set_xlabel("Observations in prefetch")
+    ax.set_ylabel("ms")
+    ax.set_title("1. Scaling")
+    ax.legend(fontsize=8)
     ax = axes[1]
     ax.semilogx(xs, [r.us_per_observation for r in scaling], "o-")
     ax.set_ylim(bottom=0)
-    ax.set_xlabel("Observations in prefetch"); ax.set_ylabel("µs per Observation"); ax.set_title("Cost per Observation (flat = linear)")
+    ax.set_xlabel("Observations in prefetch")
+    ax.set_ylabel("µs per Observation")
+    ax.set_title("Cost per Observation (flat = linear)")
     ax = axes[2]
     if http is not None and http.rows:
         for target, marker in (("service", "o-"), ("trivial", "s--")):
@@ -201,7 +209,9 @@ def chart_png(path: Path, scaling: list[ScalingRow], http: HttpResult | None) ->
         ax2.plot([x.concurrency for x in rows], [x.p99_ms for x in rows], "r^:", label="service p99")
         ax2.set_ylabel("p99 ms", color="red")
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("concurrency"); ax.set_ylabel("requests / s"); ax.legend(fontsize=8, loc="upper left")
+        ax.set_xlabel("concurrency")
+        ax.set_ylabel("requests / s")
+        ax.legend(fontsize=8, loc="upper left")
     ax.set_title("2. HTTP (gunicorn)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -78,7 +78,7 @@ def measure(sizes: tuple[int, ...] = SIZES, quick: bool = False) -> list[Scaling
             runs = runs_for(n, quick)
             cards = 0
 
-            def call() -> None:
+            def call(body: bytes = body) -> None:
                 nonlocal cards
                 resp = client.post(f"/cds-services/{SERVICE}", data=body, content_type="application/json")
                 if resp.status_code != 200:

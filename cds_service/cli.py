@@ -117,7 +117,8 @@ def _serve_preflight(settings: Settings) -> Any:
 @click.option("--patient", "patient_id", default=None, help="Stand-in: context.patientId.")
 @click.option("--fhir-base", default=None, help="Stand-in: the FHIR server the EHR reads (prefetch) and hands the service.")
 @click.option("--service-fhir-base", default=None,
-              help="Stand-in: fhirServer as the service reaches it, when that differs from --fhir-base (e.g. http://hapi:8080/fhir in compose).")
+              help="Stand-in: fhirServer as the service reaches it, when that differs from --fhir-base "
+                   "(e.g. http://hapi:8080/fhir in compose).")
 @click.option("--draft-orders", "draft_orders_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Stand-in: draft orders (a Bundle or one resource, JSON) for order-select/order-sign.")
 @click.option("--selection", "selections", multiple=True, help="Stand-in, order-select: a selected draft order (Type/id); default all.")
@@ -125,7 +126,8 @@ def _serve_preflight(settings: Settings) -> Any:
 @click.option("--encounter", "encounter_id", default=None, help="Stand-in: context.encounterId.")
 @click.option("--no-prefetch", is_flag=True, help="Stand-in: send no prefetch, only fhirServer + fhirAuthorization (the service fetches).")
 @click.option("--prefetch-only", is_flag=True, help="Stand-in: send prefetch without fhirServer/fhirAuthorization.")
-@click.option("--fhir-token", default=None, help="Stand-in: bearer token for the FHIR server (sent as fhirAuthorization; random by default).")
+@click.option("--fhir-token", default=None,
+              help="Stand-in: bearer token for the FHIR server (sent as fhirAuthorization; random by default).")
 @click.option("--sign-with", "key_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Stand-in: sign a client JWT with this PEM private key (EC -> ES384, RSA -> RS384).")
 @click.option("--issuer", default=None, help="Stand-in: JWT iss (and sub) when signing.")
@@ -135,7 +137,8 @@ def _serve_preflight(settings: Settings) -> Any:
 @click.option("--json", "as_json", is_flag=True, help="Stand-in: print the response JSON instead of the card table.")
 @click.option("--request-only", is_flag=True, help="Stand-in: print the built request JSON and do not call the service.")
 def invoke(request_file: Any, service_id: str | None, now: str | None, database_url: str, hook: str | None,
-           patient_id: str | None, fhir_base: str | None, service_fhir_base: str | None, draft_orders_file: str | None, selections: tuple[str, ...],
+           patient_id: str | None, fhir_base: str | None, service_fhir_base: str | None, draft_orders_file: str | None,
+           selections: tuple[str, ...],
            user_id: str, encounter_id: str | None, no_prefetch: bool, prefetch_only: bool, fhir_token: str | None,
            key_file: str | None, issuer: str | None, kid: str | None, jku: str | None, service_url: str | None,
            as_json: bool, request_only: bool) -> None:
@@ -201,7 +204,7 @@ def invoke(request_file: Any, service_id: str | None, now: str | None, database_
             return
         result = standin.call(built)
     except StandInError as exc:
-        raise click.ClickException(str(exc) + (_unauthorized_hint(bool(signer)) if exc.status == 401 else ""))
+        raise click.ClickException(str(exc) + (_unauthorized_hint(bool(signer)) if exc.status == 401 else "")) from exc
     finally:
         if not service_url and standin is not None:
             standin.app.extensions["cds"].store.flush()
@@ -234,7 +237,7 @@ def _read_request_file(request_file: Any) -> dict[str, Any]:
     try:
         body = json.loads(raw)
     except ValueError as exc:
-        raise click.ClickException(f"{request_file.name} is not JSON: {exc}")
+        raise click.ClickException(f"{request_file.name} is not JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise click.ClickException(f"{request_file.name} is not a hook request (a JSON object)")
     return body
@@ -257,6 +260,9 @@ from .audit.cli import audit  # noqa: E402
 main.add_command(audit)
 
 
+FIXTURES_DIR_HELP = "Fixture directory (default CDS_FIXTURES_DIR, else the checkout's or the installed package's fixtures/)."
+
+
 @main.group()
 def fixtures() -> None:
     """The scenario patients (fixtures/): load them into a FHIR sandbox, list them, write ready requests."""
@@ -269,7 +275,7 @@ def fixtures() -> None:
 @click.option("--scenario", "scenario_ids", multiple=True, help="Load only this scenario (repeatable; default all).")
 @click.option("--fhir-token", default=None, help="Bearer token, for a sandbox that requires one.")
 @click.option("--individual-puts", is_flag=True, help="One PUT per resource even when the server supports transactions.")
-@click.option("--fixtures-dir", default=None, help="Fixture directory (default CDS_FIXTURES_DIR, else the checkout's or the installed package's fixtures/).")
+@click.option("--fixtures-dir", default=None, help=FIXTURES_DIR_HELP)
 def fixtures_load(fhir_base: str, wait_seconds: float, scenario_ids: tuple[str, ...], fhir_token: str | None,
                   individual_puts: bool, fixtures_dir: str | None) -> None:
     """PUT every scenario's transaction bundle (stable ids: loading twice changes nothing)."""
@@ -281,7 +287,7 @@ def fixtures_load(fhir_base: str, wait_seconds: float, scenario_ids: tuple[str, 
                      else list_scenarios(fixtures_dir))
         bundles = [(s.id, read_bundle(s)) for s in scenarios]
     except FixtureError as exc:
-        raise click.ClickException(str(exc))
+        raise click.ClickException(str(exc)) from exc
     loader = FixtureLoader(fhir_base, token=fhir_token, log=lambda m: click.echo(m, err=True))
     try:
         loader.wait_for_metadata(wait_seconds)
@@ -297,12 +303,12 @@ def fixtures_load(fhir_base: str, wait_seconds: float, scenario_ids: tuple[str, 
             total += done.total
             click.echo(done.describe())
     except LoadError as exc:
-        raise click.ClickException(str(exc))
+        raise click.ClickException(str(exc)) from exc
     click.echo(f"loaded {len(bundles)} scenario(s), {total} resources into {loader.base}")
 
 
 @fixtures.command("list")
-@click.option("--fixtures-dir", default=None, help="Fixture directory (default CDS_FIXTURES_DIR, else the checkout's or the installed package's fixtures/).")
+@click.option("--fixtures-dir", default=None, help=FIXTURES_DIR_HELP)
 def fixtures_list(fixtures_dir: str | None) -> None:
     """Each scenario: patient id, draft orders, and the cards each hook is expected to return."""
     from .fixtures import FixtureError, list_scenarios
@@ -310,7 +316,7 @@ def fixtures_list(fixtures_dir: str | None) -> None:
     try:
         scenarios = list_scenarios(fixtures_dir)
     except FixtureError as exc:
-        raise click.ClickException(str(exc))
+        raise click.ClickException(str(exc)) from exc
     for s in scenarios:
         click.echo(f"{s.id}  patient={s.patient_id}  drafts={s.drafts_path.name if s.drafts_path else '-'}")
         for hook, codes in s.expected.items():
@@ -320,7 +326,7 @@ def fixtures_list(fixtures_dir: str | None) -> None:
 @fixtures.command("requests")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Directory to (re)write.")
 @click.option("--now", default="2026-11-25T12:00:00Z", show_default=True, help="The fixtures' today (lookback window).")
-@click.option("--fixtures-dir", default=None, help="Fixture directory (default CDS_FIXTURES_DIR, else the checkout's or the installed package's fixtures/).")
+@click.option("--fixtures-dir", default=None, help=FIXTURES_DIR_HELP)
 def fixtures_requests(out_dir: str, now: str, fixtures_dir: str | None) -> None:
     """Write a ready hook request per scenario and hook, with and without prefetch (for curl)."""
     from .app import create_app
@@ -330,7 +336,7 @@ def fixtures_requests(out_dir: str, now: str, fixtures_dir: str | None) -> None:
     try:
         written = write_requests(out_dir, app.extensions["cds"].catalog, _parse_now(now), fixtures_dir)  # type: ignore[arg-type]
     except FixtureError as exc:
-        raise click.ClickException(str(exc))
+        raise click.ClickException(str(exc)) from exc
     click.echo(f"wrote {len(written)} request(s) to {out_dir}")
 
 

@@ -142,7 +142,8 @@ class Settings:
         if not 0 <= self.metrics_port <= 65535:
             raise ValueError(f"CDS_METRICS_PORT must be a port number (0 = /metrics on the service port), not {self.metrics_port}")
         if self.evidence_key and len(self.evidence_key) < 32:
-            raise ValueError("CDS_EVIDENCE_KEY must be at least 32 characters (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+            raise ValueError("CDS_EVIDENCE_KEY must be at least 32 characters "
+                             "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')")
         if not 60 <= self.evidence_link_seconds <= 7 * 86400:
             raise ValueError("CDS_EVIDENCE_LINK_SECONDS must be between 60 and 604800")
         if min(self.fetch_max_page_bytes, self.fetch_max_call_bytes, self.feedback_max_items) < 1:

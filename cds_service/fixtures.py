@@ -285,7 +285,8 @@ def search(resources: Iterable[dict[str, Any]], query: str) -> dict[str, Any] | 
         "resourceType": "Bundle",
         "type": "searchset",
         "total": total,
-        "entry": [{"fullUrl": f"{FHIR_SERVER_PLACEHOLDER}/{r['resourceType']}/{r['id']}", "resource": r, "search": {"mode": "match"}} for r in matches],
+        "entry": [{"fullUrl": f"{FHIR_SERVER_PLACEHOLDER}/{r['resourceType']}/{r['id']}", "resource": r, "search": {"mode": "match"}}
+                  for r in matches],
     }
 
 
@@ -299,7 +300,8 @@ def _include_medications(result: dict[str, Any], resources: list[dict[str, Any]]
             med = next((r for r in resources if r.get("resourceType") == "Medication" and r.get("id") == mid), None)
             if med is not None and mid not in have:
                 have.add(mid)
-                result["entry"].append({"fullUrl": f"{FHIR_SERVER_PLACEHOLDER}/Medication/{mid}", "resource": med, "search": {"mode": "include"}})
+                result["entry"].append({"fullUrl": f"{FHIR_SERVER_PLACEHOLDER}/Medication/{mid}", "resource": med,
+                                        "search": {"mode": "include"}})
 
 
 def prefetch_for(service: ServiceDefinition, catalog: ServiceCatalog, resources: list[dict[str, Any]],

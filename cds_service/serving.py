@@ -178,10 +178,10 @@ def prepare_metrics_dir() -> str:
         for f in list(path.glob("*.db")) + [path / READY_FLAG]:
             f.unlink(missing_ok=True)
         return str(path)
-    path = tempfile.mkdtemp(prefix="cds-metrics-")
-    os.environ[MULTIPROC_ENV] = path
-    os.environ["CDS_METRICS_TMPDIR_OWNED"] = path
-    return path
+    fresh = tempfile.mkdtemp(prefix="cds-metrics-")
+    os.environ[MULTIPROC_ENV] = fresh
+    os.environ["CDS_METRICS_TMPDIR_OWNED"] = fresh
+    return fresh
 
 
 def remove_metrics_dir() -> None:

@@ -20,6 +20,7 @@ import re
 import selectors
 import socket
 import time
+from contextlib import suppress
 from functools import partial
 from typing import Any
 
@@ -92,9 +93,9 @@ class BufferedThreadWorker(ThreadWorker):
 
     def _start_buffering(self, conn: TConn) -> None:
         conn.sock.setblocking(False)
-        conn.cds_buf = bytearray()  # type: ignore[attr-defined]
-        conn.cds_deadline = time.monotonic() + HEADER_TIMEOUT  # type: ignore[attr-defined]
-        conn.cds_headers_done = False  # type: ignore[attr-defined]
+        conn.cds_buf = bytearray()
+        conn.cds_deadline = time.monotonic() + HEADER_TIMEOUT
+        conn.cds_headers_done = False
         self.buffering[conn.sock] = conn
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_buffer_readable, conn))
 
@@ -108,11 +109,11 @@ class BufferedThreadWorker(ThreadWorker):
         if not data:  # closed by the client before a whole request came
             self._drop(conn)
             return
-        conn.cds_buf += data  # type: ignore[attr-defined]
-        complete, headers_done = request_complete(conn.cds_buf)  # type: ignore[attr-defined]
-        if headers_done and not conn.cds_headers_done:  # type: ignore[attr-defined]
-            conn.cds_headers_done = True  # type: ignore[attr-defined]
-            conn.cds_deadline = time.monotonic() + BODY_TIMEOUT  # type: ignore[attr-defined]
+        conn.cds_buf += data
+        complete, headers_done = request_complete(conn.cds_buf)
+        if headers_done and not conn.cds_headers_done:
+            conn.cds_headers_done = True
+            conn.cds_deadline = time.monotonic() + BODY_TIMEOUT
         if complete:
             self.poller.unregister(conn.sock)
             del self.buffering[conn.sock]
@@ -120,16 +121,12 @@ class BufferedThreadWorker(ThreadWorker):
             self.enqueue_req(conn)
 
     def _drop(self, conn: TConn, answer: bytes = b"") -> None:
-        try:
+        with suppress(KeyError, ValueError, OSError):
             self.poller.unregister(conn.sock)
-        except (KeyError, ValueError, OSError):
-            pass
         self.buffering.pop(conn.sock, None)
         if answer:
-            try:
+            with suppress(OSError):
                 conn.sock.send(answer)
-            except OSError:
-                pass
         self.nr_conns -= 1
         conn.close()
 
@@ -146,7 +143,7 @@ class BufferedThreadWorker(ThreadWorker):
     def handle(self, conn: TConn) -> Any:
         buf = getattr(conn, "cds_buf", None)
         if buf:
-            conn.cds_buf = None  # type: ignore[attr-defined]
+            conn.cds_buf = None
             conn.sock.setblocking(True)
             conn.init()
             conn.parser.unreader.unread(bytes(buf))
@@ -155,7 +152,7 @@ class BufferedThreadWorker(ThreadWorker):
     def murder_keepalived(self, force: bool = False) -> None:
         super().murder_keepalived(force)
         now = time.monotonic()
-        for conn in [c for c in self.buffering.values() if force or c.cds_deadline <= now]:  # type: ignore[attr-defined]
+        for conn in [c for c in self.buffering.values() if force or c.cds_deadline <= now]:
             self._drop(conn, b"" if force else TIMEOUT_RESPONSE)
 
 

@@ -6,6 +6,7 @@
 # Phases (each timed; a summary is printed at the end):
 #   1. venv      .venv for the project (created if missing) + pip install -e '.[test]' (says every 15 s that pip still runs)
 #                (skipped when pyproject.toml is unchanged since the last install; CDS_TEST_REINSTALL=1 forces it)
+#   1b. lint     scripts/lint.sh: ruff and mypy (pyproject.toml config); any finding stops the run here, before the servers
 #   2. apt       Debian chromium + chromium-driver when /usr/bin/chromium is missing, docker-compose when a
 #                docker-compose.yml exists and docker-compose is missing, postgresql when its binaries are
 #                missing and a local PostgreSQL is needed, nginx-light when nginx is missing
@@ -134,6 +135,10 @@ else
   say "pyproject.toml unchanged since the last install: skipping pip (CDS_TEST_REINSTALL=1 forces it)"
 fi
 "$VENV/bin/python" -c 'import pytest' || die "pytest is not installed in $VENV (is it in the [test] extra?)"
+
+# ---------------------------------------------------------------- 1b. lint
+phase lint
+bash scripts/lint.sh || die "lint failed: ruff/mypy findings above (bash scripts/lint.sh runs this check alone)"
 
 # ---------------------------------------------------------------- 2. apt
 phase apt

@@ -78,7 +78,7 @@ def index():
         ]
         recent = [invocation_dict(r, snapshot=False) for r in
                   iter_invocations(session, limit=RECENT, newest_first=True)]
-        outcome = {c.uuid: None for c in cards_of(session, [r["id"] for r in recent])}
+        outcome: dict[str, str | None] = {c.uuid: None for c in cards_of(session, [r["id"] for r in recent])}
         for fb in feedback_for(session, [r["id"] for r in recent]):
             outcome[fb.card_uuid] = fb.outcome
     return render_template("audit/index.html", charts=charts, recent=recent, outcome=outcome, days=days,

@@ -5,6 +5,7 @@ import csv
 import json
 import os
 import sys
+from contextlib import nullcontext
 from datetime import UTC
 from typing import Any
 
@@ -182,25 +183,23 @@ def export(database_url: str | None, fmt: str, since: str | None, until: str | N
 
     start, end = _window(since, until)
     store = _store(database_url)
-    fh = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
     n = 0
-    try:
-        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, lineterminator="\n") if fmt == "csv" else None
-        if writer:
-            writer.writeheader()
-        with store.sessions() as s:
-            for r in iter_invocations(s, start, end, service, rule):
-                d = invocation_dict(r)
-                if writer:
-                    writer.writerow(_csv_row(d))
-                else:
-                    d["feedback"] = [feedback_dict(f) for f in feedback_for(s, [r.id])]
-                    fh.write(json.dumps(d, separators=(",", ":")) + "\n")
-                n += 1
-    finally:
-        if output:
-            fh.close()
-        store.close()
+    with open(output, "w", encoding="utf-8", newline="") if output else nullcontext(sys.stdout) as fh:
+        try:
+            writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, lineterminator="\n") if fmt == "csv" else None
+            if writer:
+                writer.writeheader()
+            with store.sessions() as s:
+                for r in iter_invocations(s, start, end, service, rule):
+                    d = invocation_dict(r)
+                    if writer:
+                        writer.writerow(_csv_row(d))
+                    else:
+                        d["feedback"] = [feedback_dict(f) for f in feedback_for(s, [r.id])]
+                        fh.write(json.dumps(d, separators=(",", ":")) + "\n")
+                    n += 1
+        finally:
+            store.close()
     if output:
         click.echo(f"{n} invocation(s) written to {output}", err=True)
 

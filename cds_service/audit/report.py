@@ -94,7 +94,7 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     numeric = [all(_numeric(r[i]) for r in cells[1:]) for i in range(len(headers))]  # numbers right-aligned
     lines = []
     for n, r in enumerate(cells):
-        lines.append("  ".join(c.rjust(w) if numeric[i] else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+        lines.append("  ".join(c.rjust(w) if numeric[i] else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=False))).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)

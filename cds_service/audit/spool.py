@@ -23,6 +23,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,10 +99,8 @@ class SpoolFile:
         return cls(path, fd)
 
     def close(self) -> None:
-        try:
+        with suppress(OSError):
             os.close(self.fd)  # releases the lock
-        except OSError:
-            pass
 
 
 def claim_orphan(path: Path) -> int | None:
@@ -166,10 +165,8 @@ class Spool:
             self._dirty = False
             fds = [s.fd for s in self._segments]
         for fd in fds:
-            try:
+            with suppress(OSError):
                 os.fsync(fd)
-            except OSError:
-                pass
 
     def segments(self) -> list[SpoolFile]:
         with self._lock:
@@ -183,10 +180,7 @@ class Spool:
                     return False
                 seg.closed_for_append = True  # full: the next append opens a new segment
             self._segments.remove(seg)
-        try:
-            seg.path.unlink()
-        except FileNotFoundError:
-            pass
+        seg.path.unlink(missing_ok=True)
         seg.close()
         return True
 
@@ -195,10 +189,7 @@ class Spool:
             segs, self._segments = self._segments, []
         for seg in segs:
             if delete:
-                try:
-                    seg.path.unlink()
-                except FileNotFoundError:
-                    pass
+                seg.path.unlink(missing_ok=True)
             seg.close()
 
     def orphans(self) -> list[Path]:

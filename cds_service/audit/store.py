@@ -25,9 +25,10 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import String, create_engine, delete, event, select, text
+from sqlalchemy import Delete, String, create_engine, delete, event, select, text
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -338,7 +339,8 @@ class AuditStore:
         for seg in self.spool.segments():  # type: ignore[union-attr]
             fh = self._readers.get(seg.path)
             if fh is None:
-                fh = self._readers[seg.path] = open(seg.path, "rb")
+                # the reader stays open across batches in self._readers; closed when the segment is retired or on close()
+                fh = self._readers[seg.path] = open(seg.path, "rb")  # noqa: SIM115
             offset = self._offsets.get(seg.path, 0)
             while offset < seg.size:
                 batch = []
@@ -563,12 +565,12 @@ class AuditStore:
         cutoff = (now or datetime.now(UTC)) - timedelta(days=older_than_days)
         with self.sessions.begin() as s:
             old = select(InvocationRow.id).where(InvocationRow.received_at < cutoff)
-            cards = s.execute(delete(CardRow).where(CardRow.invocation_id.in_(old))).rowcount or 0
-            feedback = s.execute(delete(FeedbackRow).where(FeedbackRow.received_at < cutoff)).rowcount or 0
-            invocations = s.execute(delete(InvocationRow).where(InvocationRow.received_at < cutoff)).rowcount or 0
+            cards = _deleted(s, delete(CardRow).where(CardRow.invocation_id.in_(old)))
+            feedback = _deleted(s, delete(FeedbackRow).where(FeedbackRow.received_at < cutoff))
+            invocations = _deleted(s, delete(InvocationRow).where(InvocationRow.received_at < cutoff))
             used = select(InvocationRow.snapshot_hash).where(InvocationRow.snapshot_hash.is_not(None))
-            snapshots = s.execute(delete(RecordSnapshotRow).where(RecordSnapshotRow.created_at < cutoff,
-                                                                  RecordSnapshotRow.hash.not_in(used))).rowcount or 0
+            snapshots = _deleted(s, delete(RecordSnapshotRow).where(RecordSnapshotRow.created_at < cutoff,
+                                                                    RecordSnapshotRow.hash.not_in(used)))
         return {"invocation": invocations, "card": cards, "feedback": feedback, "record_snapshot": snapshots,
                 "seen_jti": self.purge_jti()}
 
@@ -589,13 +591,17 @@ class AuditStore:
 
     def purge_jti(self) -> int:
         with self.sessions.begin() as s:
-            result = s.execute(SeenJti.__table__.delete().where(SeenJti.expires_at < datetime.now(UTC)))
-            return result.rowcount or 0
+            return _deleted(s, delete(SeenJti).where(SeenJti.expires_at < datetime.now(UTC)))
 
 
 class _Barrier:
     def __init__(self, done: threading.Event):
         self.done = done
+
+
+def _deleted(s: Session, statement: Delete) -> int:
+    """Run a DELETE; how many rows it removed (a DML statement's result is a CursorResult, typed as Result)."""
+    return cast(CursorResult[Any], s.execute(statement)).rowcount or 0
 
 
 def _aware(dt: datetime) -> datetime:
@@ -619,12 +625,13 @@ def _parse_dt(value: Any) -> datetime | None:
 
 def _insert_ignore(s: Session, model: Any) -> Any:
     """INSERT ... ON CONFLICT DO NOTHING (SQLite and PostgreSQL): rows already there are kept as they are."""
-    name = s.get_bind().dialect.name
-    if name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(model).on_conflict_do_nothing()
+    if s.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert(model).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(model).on_conflict_do_nothing()
 
 
 _RECORD_FIELDS = ("service_id", "hook", "hook_instance", "patient_id", "user_id", "encounter_id", "fhir_server",

@@ -213,6 +213,10 @@ class Composer:
         pref = preferred.index(f.rule) if f.rule in preferred else len(preferred)
         return (pref,) + self._base_rank[id(f)]
 
+    def owner(self, candidates: list[Finding], kind: str) -> Finding:
+        """Of the findings that share something, the one whose card keeps it (the best ranked for ``kind``)."""
+        return min(candidates, key=lambda f: self.rank(f, kind))
+
     # ------------------------------------------------------------------ references
     def name(self, f: Finding) -> str:
         return f"the {CARD_NAME.get(f.rule, f.rule)} card"
@@ -233,10 +237,10 @@ class Composer:
             value = (re.sub(r" \(reported [^)]*\)", "", shown.group(1)) if shown
                      else f"{short_value(r)} on {r.effective.date().isoformat()}")
             return f"- {r.analyte.replace('_', ' ')}: {value}; see {self.name(owner)}"
-        m = self.meds[key[4:]]
-        drug = " + ".join(i.ingredient for i in m.ingredients) or m.label
-        dose = f" {m.dose.value:g} {display_unit(m.dose.unit)}" if m.dose is not None else ""
-        return f"- {drug}{dose}{' (drafted)' if m.draft else ''}; see {self.name(owner)}"
+        med = self.meds[key[4:]]
+        drug = " + ".join(i.ingredient for i in med.ingredients) or med.label
+        dose = f" {med.dose.value:g} {display_unit(med.dose.unit)}" if med.dose is not None else ""
+        return f"- {drug}{dose}{' (drafted)' if med.draft else ''}; see {self.name(owner)}"
 
     # ------------------------------------------------------------------ compose
     def compose(self) -> list[Finding]:
@@ -250,14 +254,14 @@ class Composer:
                     holders.setdefault(b.key, [])
                     if f not in holders[b.key]:
                         holders[b.key].append(f)
-        key_owner = {k: min(fs, key=lambda f, k=k: self.rank(f, self.kind(k))) for k, fs in holders.items()}
+        key_owner = {k: self.owner(fs, self.kind(k)) for k, fs in holders.items()}
         self.owner_heads = {b.key: b.head for f in self.findings for b in parsed[id(f)]
                             if b.key is not None and key_owner[b.key] is f}
         phrase_owner = {}
         for key in self.phrases:
             having = [f for f in self.findings if self.phrases[key] in f.detail]
             if having:
-                phrase_owner[key] = min(having, key=lambda f, k=key: self.rank(f, "advice:" + k))
+                phrase_owner[key] = self.owner(having, "advice:" + key)
         # blocks a card keeps in full decide where free sentences live
         kept_text: dict[int, list[str]] = {}
         for f in self.findings:

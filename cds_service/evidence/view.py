@@ -158,6 +158,10 @@ def _list(v: Any) -> list:
     return v if isinstance(v, list) else []
 
 
+def _dict(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
+
+
 def num(v: Any) -> str:
     """A value for display: 4 significant digits for numbers."""
     return "" if v is None else f"{v:.4g}" if isinstance(v, (int, float)) else str(v)
@@ -189,12 +193,12 @@ def _used_labs(facts: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def build(invocation: dict[str, Any], card: dict[str, Any], knowledge: Knowledge) -> Evidence:
     """The page model for ``card`` of the audited ``invocation`` (its record snapshot and per-rule facts)."""
     rule = ((card.get("source") or {}).get("topic") or {}).get("code", "")
-    by_rule = invocation.get("facts") if isinstance(invocation.get("facts"), dict) else {}
+    by_rule = _dict(invocation.get("facts"))
     facts = [f for f in by_rule.get(rule) or [] if isinstance(f, dict)]
-    snap = invocation.get("recordSnapshot") if isinstance(invocation.get("recordSnapshot"), dict) else {}
+    snap = _dict(invocation.get("recordSnapshot"))
     now = _when(invocation.get("evaluatedAt")) or _when(invocation.get("receivedAt")) or datetime.now(UTC)
     lookback_start = now - timedelta(days=float(knowledge.policy("lookback_days")))
-    raw_labs = snap.get("labs") if isinstance(snap.get("labs"), dict) else {}
+    raw_labs = _dict(snap.get("labs"))
     labs: dict[str, list[dict[str, Any]]] = {a: [f for f in v if isinstance(f, dict)]
                                              for a, v in raw_labs.items() if isinstance(v, list)}
     used = _used_labs(facts)

@@ -68,7 +68,7 @@ def put_entries(bundle: dict[str, Any], scenario: str = "") -> list[tuple[str, s
         req = (entry or {}).get("request") or {}
         method, url = req.get("method"), str(req.get("url") or "")
         rtype, rid = res.get("resourceType"), res.get("id")
-        if method != "PUT" or url != f"{rtype}/{rid}":
+        if method != "PUT" or url != f"{rtype}/{rid}" or not isinstance(rtype, str) or not isinstance(rid, str):
             raise LoadError(f"{label}: entry {i} is {method} {url!r}, expected PUT {rtype}/{rid} "
                             "(stable ids keep loading idempotent)")
         out.append((rtype, rid, res))
@@ -151,7 +151,7 @@ class FixtureLoader:
         statuses = []
         for i, entry in enumerate(body.get("entry") or []):
             status = str(((entry or {}).get("response") or {}).get("status") or "")
-            if not status[:1] == "2":
+            if status[:1] != "2":
                 outcome = operation_outcome_text(((entry or {}).get("response") or {}).get("outcome"))
                 raise LoadError(f"{scenario}: entry {i} answered {status or 'no status'}: {outcome or 'no detail'}")
             statuses.append(status)

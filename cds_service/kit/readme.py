@@ -8,7 +8,8 @@ from __future__ import annotations
 import inspect
 import re
 import sys
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, Field, fields
+from typing import Any
 
 from ..config import ENV_PREFIX, REPO_DIR, Settings
 
@@ -20,44 +21,62 @@ MEANINGS = {
     "port": "Port of `cds-service serve`.",
     "workers": "gunicorn worker processes (measured best: one per CPU; README \"Serving\").",
     "hooks_dir": "Directory of the CDS service definitions (one YAML file per service); validated at start-up.",
-    "knowledge_dir": "Directory with an alternative knowledge file set (`knowledge.yaml`, `drugs.yaml`, RxNorm CSV); empty = the one shipped in the package.",
-    "database_url": "SQLAlchemy URL of the audit store and JWT replay cache: a SQLite file (one host) or `postgresql+psycopg://...` (shared by several instances).",
+    "knowledge_dir": "Directory with an alternative knowledge file set (`knowledge.yaml`, `drugs.yaml`, RxNorm CSV); empty = the one "
+                     "shipped in the package.",
+    "database_url": "SQLAlchemy URL of the audit store and JWT replay cache: a SQLite file (one host) or `postgresql+psycopg://...` "
+                    "(shared by several instances).",
     "audit_retention_days": "Audit rows older than this are purged by `cds-service audit purge`.",
     "fetch_deadline_seconds": "One deadline for completing a request's missing prefetch from `fhirServer` (all keys in parallel).",
     "fetch_call_timeout_seconds": "Timeout of one FHIR GET (never longer than what is left of the deadline).",
     "fetch_retries": "Retries of a FHIR GET answered 502/503/504 or failing to connect.",
     "fetch_page_limit": "Most `next` pages followed per prefetch key (only under the `fhirServer` base path).",
-    "allow_http_fhir": "Development: accept a plain-http `fhirServer` on loopback or private addresses too (sandboxes, tests). Off: https only, and only public addresses unless on the allowlist.",
-    "fhir_server_allowlist": "Comma-separated `fhirServer` base URLs the service may call (empty = any https server on a public address); their hosts may resolve to private addresses.",
-    "auth_mode": "Client JWT check: `required`, `optional` (checked when present) or `off` (development only). `cds-service serve` defaults to `required` when the variable is unset.",
+    "allow_http_fhir": "Development: accept a plain-http `fhirServer` on loopback or private addresses too (sandboxes, tests). Off: "
+                       "https only, and only public addresses unless on the allowlist.",
+    "fhir_server_allowlist": "Comma-separated `fhirServer` base URLs the service may call (empty = any https server on a public "
+                             "address); their hosts may resolve to private addresses.",
+    "auth_mode": "Client JWT check: `required`, `optional` (checked when present) or `off` (development only). `cds-service serve` "
+                 "defaults to `required` when the variable is unset.",
     "trusted_issuers_file": "YAML/JSON file of trusted client issuers and their keys (see docs/security.md).",
     "jwt_algorithms": "Accepted client JWT signature algorithms.",
     "jwt_leeway_seconds": "Clock skew tolerated on `exp`/`iat`.",
     "jwks_timeout_seconds": "One total deadline for fetching an issuer's JWK Set (connect and body).",
-    "public_base_url": "The service's public base URL, used for the JWT `aud` check behind a proxy or load balancer (empty = the request's own URL).",
+    "public_base_url": "The service's public base URL, used for the JWT `aud` check behind a proxy or load balancer (empty = the "
+                       "request's own URL).",
     "max_body_bytes": "Largest request body accepted (413 above).",
     "cors_origins": "Comma-separated browser origins allowed by CORS (e.g. the CDS Hooks sandbox); empty = no CORS headers.",
     "audit_ui": "Serve the audit web pages under `/audit/`.",
-    "evidence_key": "Key (at least 32 characters) signing the evidence link on every card (`/evidence?token=...`). Empty: `cds-service serve` makes a random one per start (links then end at a restart; several instances need one shared key); an app built without a key adds no links.",
+    "evidence_key": "Key (at least 32 characters) signing the evidence link on every card (`/evidence?token=...`). Empty: `cds-service "
+                    "serve` makes a random one per start (links then end at a restart; several instances need one shared key); an app "
+                    "built without a key adds no links.",
     "evidence_link_seconds": "How long an evidence link stays valid (60 to 604800).",
-    "strict_validation": "Validate every prefetch resource with the full fhir.resources R4B models (slow; the lean models are always used).",
+    "strict_validation": "Validate every prefetch resource with the full fhir.resources R4B models "
+                         "(slow; the lean models are always used).",
     "log_level": "Python log level (`DEBUG`, `INFO`, `WARNING`, ...).",
-    "log_format": "`text` (one line per record, ISO UTC time) or `json` (one JSON object per line: time, level, logger, message; hook calls add service, hookInstance, status, latencyMs, cards). gunicorn's access and error logs use the same format.",
-    "metrics_port": "Prometheus metrics: `0` serves `GET /metrics` on the service port behind the client authentication; a port number serves them there instead (all workers, no authentication: keep it on the cluster network).",
+    "log_format": "`text` (one line per record, ISO UTC time) or `json` (one JSON object per line: time, level, logger, message; hook "
+                  "calls add service, hookInstance, status, latencyMs, cards). gunicorn's access and error logs use the same format.",
+    "metrics_port": "Prometheus metrics: `0` serves `GET /metrics` on the service port behind the client authentication; a port number "
+                    "serves them there instead (all workers, no authentication: keep it on the cluster network).",
     "jwks_cache_seconds": "How long a fetched JWK Set is cached.",
     "jwks_refresh_min_seconds": "Minimum gap between JWK Set refreshes triggered by an unknown `kid`.",
     "jwt_max_lifetime_seconds": "Longest client JWT lifetime accepted (`exp` - now).",
-    "jwks_stale_grace_seconds": "After the cache time, a JWK Set is still used this long while one background refresh runs (its host failing).",
+    "jwks_stale_grace_seconds": "After the cache time, a JWK Set is still used this long while one background refresh runs "
+                                "(its host failing).",
     "fetch_max_page_bytes": "Largest FHIR answer (one page) read from `fhirServer`; a larger one is reported as a data gap, not read.",
     "fetch_max_call_bytes": "Most bytes read from `fhirServer` for one hook call, all keys and pages together.",
     "feedback_max_items": "Most feedback items in one feedback call (413 above).",
-    "audit_spool_dir": "Directory of the audit spool (one append-only file per worker, shipped to the database by the writer); empty = `<SQLite file>.spool`, or `cds-audit-spool/` in the working directory for PostgreSQL.",
-    "audit_spool_fsync": "When a spooled audit record is fsynced: `always` (before each response), `interval` (every 0.2 s by the writer; a killed process loses nothing) or `off` (the OS decides).",
-    "worker_class": "`cds-service serve` worker model: `buffered` (threads; a request is read whole without holding a thread, within the header/body deadlines), `gthread` or `sync` (gunicorn's).",
+    "audit_spool_dir": "Directory of the audit spool (one append-only file per worker, shipped to the database by the writer); empty = "
+                       "`<SQLite file>.spool`, or `cds-audit-spool/` in the working directory for PostgreSQL.",
+    "audit_spool_fsync": "When a spooled audit record is fsynced: `always` (before each response), `interval` (every 0.2 s by the "
+                         "writer; a killed process loses nothing) or `off` (the OS decides).",
+    "worker_class": "`cds-service serve` worker model: `buffered` (threads; a request is read whole without holding a thread, within the "
+                    "header/body deadlines), `gthread` or `sync` (gunicorn's).",
     "worker_threads": "Threads per worker (`buffered`, `gthread`).",
-    "worker_keepalive_seconds": "How long an idle client connection is kept open between calls (`buffered`, `gthread`); 0 = one call per connection. An idle kept-alive connection holds no thread in the `buffered` worker.",
-    "request_header_timeout_seconds": "`buffered` workers: a connection must send its request headers within this time (else 408 and closed).",
-    "request_body_timeout_seconds": "`buffered` workers: the whole request body must arrive within this time after the headers (else 408 and closed).",
+    "worker_keepalive_seconds": "How long an idle client connection is kept open between calls (`buffered`, `gthread`); 0 = one call per "
+                                "connection. An idle kept-alive connection holds no thread in the `buffered` worker.",
+    "request_header_timeout_seconds": "`buffered` workers: a connection must send its request headers within this time "
+                                      "(else 408 and closed).",
+    "request_body_timeout_seconds": "`buffered` workers: the whole request body must arrive within this time after the headers "
+                                    "(else 408 and closed).",
 }
 
 CONFIG_MARK = "config"
@@ -71,7 +90,7 @@ def _source_comment(name: str) -> str:
         if re.match(rf"\s+{name}\s*:", line):
             if "#" in line:
                 return line.split("#", 1)[1].strip()
-            block = []
+            block: list[str] = []
             j = i - 1
             while j >= 0 and lines[j].strip().startswith("#"):
                 block.insert(0, lines[j].strip("# ").strip())
@@ -80,12 +99,17 @@ def _source_comment(name: str) -> str:
     return ""
 
 
-def _default(f) -> str:  # type: ignore[no-untyped-def]
+def _default(f: Field[Any]) -> str:
     if f.name == "hooks_dir":
         return "`hooks/` of the checkout, else the copy shipped in the package"
     if f.name == "workers":
         return "number of CPUs"
-    value = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+    if f.default is not MISSING:
+        value = f.default
+    elif f.default_factory is not MISSING:
+        value = f.default_factory()
+    else:
+        raise ValueError(f"{ENV_PREFIX}{f.name.upper()} has no default")
     if isinstance(value, tuple):
         return f"`{','.join(value)}`" if value else "(empty)"
     if isinstance(value, bool):
@@ -144,12 +168,17 @@ def _section(mark: str, body: str) -> str:
     return f"<!-- BEGIN GENERATED {mark}: python -m cds_service.kit.readme -->\n{body}\n<!-- END GENERATED {mark} -->"
 
 
+def _replace_section(text: str, mark: str, body: str) -> str:
+    pattern = re.compile(rf"<!-- BEGIN GENERATED {mark}:.*?-->.*?<!-- END GENERATED {mark} -->", re.S)
+    if not pattern.search(text):
+        raise ValueError(f"README has no generated section {mark!r}")
+    section = _section(mark, body)
+    return pattern.sub(lambda _m: section, text)  # a function: the section is not a template (no backslash escapes)
+
+
 def render(text: str) -> str:
     for mark, body in ((CONFIG_MARK, config_table()), (RULES_MARK, rules_table())):
-        pattern = re.compile(rf"<!-- BEGIN GENERATED {mark}:.*?-->.*?<!-- END GENERATED {mark} -->", re.S)
-        if not pattern.search(text):
-            raise ValueError(f"README has no generated section {mark!r}")
-        text = pattern.sub(lambda _m, b=body, k=mark: _section(k, b), text)
+        text = _replace_section(text, mark, body)
     return text
 
 

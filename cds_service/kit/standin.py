@@ -126,7 +126,8 @@ class EhrStandIn:
         """GET [base]/metadata before anything else: a wrong --fhir-base is named, not met later as odd gaps.
         Returns the server's fhirVersion."""
         url = f"{self.fhir_base}/metadata"
-        hint = "check --fhir-base (the FHIR base URL, e.g. http://127.0.0.1:8089/fhir; `bash scripts/fhir-server.sh start` runs a test server)"
+        hint = ("check --fhir-base (the FHIR base URL, e.g. http://127.0.0.1:8089/fhir; "
+                "`bash scripts/fhir-server.sh start` runs a test server)")
         try:
             resp = self.session.get(url, headers={"Accept": "application/fhir+json"}, timeout=min(self.timeout, 10.0))
         except requests.RequestException as exc:
@@ -153,10 +154,7 @@ class EhrStandIn:
 
     def service_for(self, hook: str, service_id: str | None = None) -> dict[str, Any]:
         services = self.discovery()["services"]
-        if service_id:
-            match = [s for s in services if s.get("id") == service_id]
-        else:
-            match = [s for s in services if s.get("hook") == hook]
+        match = [s for s in services if (s.get("id") == service_id if service_id else s.get("hook") == hook)]
         if not match:
             known = ", ".join(f"{s.get('id')} ({s.get('hook')})" for s in services)
             raise StandInError(f"no service for {service_id or 'hook ' + hook} in discovery; it lists: {known}")

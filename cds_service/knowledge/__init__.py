@@ -147,9 +147,11 @@ class KnowledgeModel(_Strict):
         if isinstance(data, dict) and data.get("drug_sources"):
             sources = data.get("sources") or {}
 
+            def dump(v: Any) -> Any:
+                return v.model_dump() if isinstance(v, BaseModel) else v
+
             def same(a: Any, b: Any) -> bool:  # a dumped model carries both (merged) copies: equal ones are fine
-                dump = (lambda v: v.model_dump() if isinstance(v, BaseModel) else v)
-                return dump(a) == dump(b)
+                return bool(dump(a) == dump(b))
 
             both = {k for k in set(sources) & set(data["drug_sources"]) if not same(sources[k], data["drug_sources"][k])}
             if both:
@@ -201,10 +203,10 @@ class KnowledgeModel(_Strict):
             if a.kind == "concentration" and a.canonical_unit in {"mg/dL", "mmol/L"} and a.molar_mass is None \
                     and key not in {"albumin"}:
                 problems.append(f"analytes.{key}: a concentration needs molar_mass for unit conversion")
-            for c in a.codes:
-                k = (c.system, c.code)
+            for code in a.codes:
+                k = (code.system, code.code)
                 if k in seen:
-                    problems.append(f"code {c.code} is in both {seen[k]} and {key}")
+                    problems.append(f"code {code.code} is in both {seen[k]} and {key}")
                 seen[k] = key
         if problems:
             raise ValueError("; ".join(problems))

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
@@ -132,21 +133,26 @@ class _GuardedConnection:
     (no second lookup, so DNS rebinding cannot swap the address after the check)."""
 
     address_policy: AddressPolicy | None = None
+    # attributes of the urllib3 HTTPConnection this is mixed into (declared for the type checker only)
+    host: str
+    port: int
+    _dns_host: str
 
     def _new_conn(self) -> socket.socket:
         policy = self.address_policy
         if policy is None:
             return super()._new_conn()  # type: ignore[misc]
-        name = self._dns_host  # type: ignore[attr-defined]
+        name = self._dns_host
         try:
-            infos = socket.getaddrinfo(name.strip("[]"), self.port, 0, socket.SOCK_STREAM)  # type: ignore[attr-defined]
+            infos = socket.getaddrinfo(name.strip("[]"), self.port, 0, socket.SOCK_STREAM)
         except socket.gaierror as exc:
-            raise urllib3_exceptions.NameResolutionError(self.host, self, exc) from exc  # type: ignore[attr-defined,arg-type]
-        addresses = list(dict.fromkeys(info[4][0] for info in infos))
+            # arg-type: self is an HTTPConnection at run time (the mixin is only used combined with one)
+            raise urllib3_exceptions.NameResolutionError(self.host, self, exc) from exc  # type: ignore[arg-type]
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))  # the IP address strings
         for address in addresses:
-            why = policy.refusal(self.host, address)  # type: ignore[attr-defined]
+            why = policy.refusal(self.host, address)
             if why:
-                log.warning("fhirServer host %s refused: %s", self.host, why)  # type: ignore[attr-defined]
+                log.warning("fhirServer host %s refused: %s", self.host, why)
                 raise AddressRefused(f"address refused: {why}")
         last: Exception | None = None
         for address in addresses:
@@ -274,8 +280,9 @@ class FhirGateway:
         result = FetchResult(key)
         base_slash = base if base.endswith("/") else base + "/"
         merged: dict[str, Any] | None = None
-        url: str | None = urljoin(base_slash, query)
-        if has_dot_segment(urlsplit(query).path) or not under_base(url, base_slash):
+        first_url = urljoin(base_slash, query)
+        url: str | None = first_url
+        if has_dot_segment(urlsplit(query).path) or not under_base(first_url, base_slash):
             log.warning("fetch %s: query %r does not stay under the fhirServer base path; not sent", key, query[:200])
             url, result.error = None, "the query is not a path under the fhirServer base"
         try:
@@ -378,10 +385,8 @@ class _Call:
         with self._lock:
             reading = list(self._reading)
         for raw in reading:
-            try:
+            with suppress(Exception):  # already released or closed
                 raw.shutdown()
-            except Exception:  # already released or closed
-                pass
 
 
 def _read_body(resp: requests.Response, stop_at: float, max_bytes: int, call: _Call) -> bytes:

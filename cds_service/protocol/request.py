@@ -52,6 +52,12 @@ def _req_str(obj: dict, key: str, where: str, exc: type[Exception] = InvalidRequ
     return v.strip()
 
 
+def _str_or_empty(obj: dict, key: str) -> str:
+    """An optional string member; anything else (absent, a number, ...) reads as ''."""
+    v = obj.get(key)
+    return v if isinstance(v, str) else ""
+
+
 def parse_hook_request(body: Any, service: ServiceDefinition) -> HookRequest:
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object")
@@ -94,9 +100,9 @@ def parse_hook_request(body: Any, service: ServiceDefinition) -> HookRequest:
                 f"(the draft orders are: {', '.join(sorted(drafted)[:20]) or 'none'})",
                 expression=["context.selections"])
     fhir_server = body.get("fhirServer")
-    if fhir_server is not None:
-        if not isinstance(fhir_server, str) or urlsplit(fhir_server).scheme not in ("http", "https") or not urlsplit(fhir_server).netloc:
-            raise InvalidRequest("fhirServer must be an absolute http(s) URL", expression=["fhirServer"])
+    if fhir_server is not None and (not isinstance(fhir_server, str) or urlsplit(fhir_server).scheme not in ("http", "https")
+                                    or not urlsplit(fhir_server).netloc):
+        raise InvalidRequest("fhirServer must be an absolute http(s) URL", expression=["fhirServer"])
     auth = body.get("fhirAuthorization")
     fhir_auth = None
     if auth is not None:
@@ -109,9 +115,7 @@ def parse_hook_request(body: Any, service: ServiceDefinition) -> HookRequest:
         expires = auth.get("expires_in")
         if expires is not None and (not isinstance(expires, int) or isinstance(expires, bool)):
             raise InvalidRequest("fhirAuthorization.expires_in must be an integer", expression=["fhirAuthorization.expires_in"])
-        scope = auth.get("scope") if isinstance(auth.get("scope"), str) else ""
-        subject = auth.get("subject") if isinstance(auth.get("subject"), str) else ""
-        fhir_auth = FhirAuthorization(token, "Bearer", scope, subject, expires)
+        fhir_auth = FhirAuthorization(token, "Bearer", _str_or_empty(auth, "scope"), _str_or_empty(auth, "subject"), expires)
         if fhir_server is None:
             raise InvalidRequest("fhirAuthorization was given without fhirServer", expression=["fhirServer"])
     prefetch = body.get("prefetch")
@@ -143,9 +147,10 @@ def parse_feedback(body: Any) -> list[dict[str, Any]]:
             raise InvalidFeedback(f"{where}outcome must be accepted or overridden", expression=[f"{where}outcome"])
         ts = _req_str(item, "outcomeTimestamp", where, InvalidFeedback)
         accepted = item.get("acceptedSuggestions")
-        if accepted is not None:
-            if not isinstance(accepted, list) or not all(isinstance(a, dict) and isinstance(a.get("id"), str) for a in accepted):
-                raise InvalidFeedback(f"{where}acceptedSuggestions must be an array of {{id}} objects", expression=[f"{where}acceptedSuggestions"])
+        if accepted is not None and (not isinstance(accepted, list)
+                                     or not all(isinstance(a, dict) and isinstance(a.get("id"), str) for a in accepted)):
+            raise InvalidFeedback(f"{where}acceptedSuggestions must be an array of {{id}} objects",
+                                  expression=[f"{where}acceptedSuggestions"])
         if outcome == "accepted" and not accepted:
             # spec: acceptedSuggestions required when accepted (for cards with suggestions); tolerate absence
             accepted = []
@@ -158,8 +163,10 @@ def parse_feedback(body: Any) -> list[dict[str, Any]]:
                 raise InvalidFeedback(f"{where}overrideReason.reason must be a Coding", expression=[f"{where}overrideReason.reason"])
             comment = override.get("userComment")
             if comment is not None and not isinstance(comment, str):
-                raise InvalidFeedback(f"{where}overrideReason.userComment must be a string", expression=[f"{where}overrideReason.userComment"])
+                raise InvalidFeedback(f"{where}overrideReason.userComment must be a string",
+                                      expression=[f"{where}overrideReason.userComment"])
         if parse_fhir_datetime(ts) is None or len(ts) < 10:
             raise InvalidFeedback(f"{where}outcomeTimestamp must be an ISO 8601 instant", expression=[f"{where}outcomeTimestamp"])
-        out.append({"card": card, "outcome": outcome, "outcomeTimestamp": ts, "acceptedSuggestions": accepted or [], "overrideReason": override})
+        out.append({"card": card, "outcome": outcome, "outcomeTimestamp": ts, "acceptedSuggestions": accepted or [],
+                    "overrideReason": override})
     return out

@@ -158,7 +158,8 @@ class RecordBuilder:
                 rec.draft_medications.append(self._medication(model, medications, rec, draft=True, selected=is_selected))
             elif isinstance(model, lean.ServiceRequest):
                 rec.draft_services.append(
-                    DraftService(self._src(model), model.code.label() if model.code else "", tuple(model.code.codes()) if model.code else (), is_selected)
+                    DraftService(self._src(model), model.code.label() if model.code else "",
+                                 tuple(model.code.codes()) if model.code else (), is_selected)
                 )
 
         families_seen = {FAMILY_OF_TYPE.get(t) for t in data.key_types.values()}
@@ -167,18 +168,18 @@ class RecordBuilder:
                 keys = [k for k, t in data.key_types.items() if FAMILY_OF_TYPE.get(t) == family]
                 rec.available[family] = all(k not in data.unavailable for k in keys)
 
-        for key, model in parsed:
-            if isinstance(model, lean.ObservationFacts):
-                self._observation(model, rec)
-            elif isinstance(model, (lean.MedicationRequest, lean.MedicationStatement)):
-                if f"MedicationRequest/{model.id}" in draft_ids:
+        for _, resource in parsed:
+            if isinstance(resource, lean.ObservationFacts):
+                self._observation(resource, rec)
+            elif isinstance(resource, (lean.MedicationRequest, lean.MedicationStatement)):
+                if f"MedicationRequest/{resource.id}" in draft_ids:
                     continue  # the drafted order itself, already read from draftOrders
-                self._add_medication(model, medications, rec)
-            elif isinstance(model, lean.Condition):
-                self._condition(model, rec)
-            elif isinstance(model, lean.Patient):
-                rec.birth_date = parse_fhir_date(model.birthDate)
-                rec.sex = model.gender
+                self._add_medication(resource, medications, rec)
+            elif isinstance(resource, lean.Condition):
+                self._condition(resource, rec)
+            elif isinstance(resource, lean.Patient):
+                rec.birth_date = parse_fhir_date(resource.birthDate)
+                rec.sex = resource.gender
         for analyte, results in rec.labs.items():
             results.sort(key=lambda r: r.effective, reverse=True)
             rec.labs[analyte] = _count_once(rec, analyte, results)
@@ -217,7 +218,7 @@ class RecordBuilder:
         rtype = raw.get("resourceType") if isinstance(raw, dict) else None
         rid = raw.get("id") if isinstance(raw, dict) else None
         label = f"{rtype or 'entry'}/{rid}" if rid else (rtype or "entry")
-        if error:
+        if error or model is None:  # parse_resource gives a model or an error
             if rtype in lean.MODELS or not isinstance(raw, dict) or not isinstance(rtype, str):
                 rec.note_gap("entry-skipped", f"{label} in {key}: {error}", key)
                 log.info("skipped entry %s in %s: %s", label, key, error)
@@ -353,7 +354,7 @@ class RecordBuilder:
         definition = self.k.model.analytes[analyte]
         raw_unit = q.code if q.system == "http://unitsofmeasure.org" and q.code else (q.unit or q.code)
         unit, factor = self._conversion(definition, raw_unit)
-        if factor is None:
+        if factor is None or unit is None:  # a factor is only ever found for a unit
             rec.note_gap("unit-unknown", f"{label} ({analyte}) unit {raw_unit!r} cannot be interpreted")
             self._unreadable(rec, analyte, when, source, f"unit {raw_unit!r} cannot be interpreted")
             return
@@ -482,7 +483,8 @@ class RecordBuilder:
             target = self._resolve_medication(ref, med, medications)
             if target is None:
                 label = med.medicationReference.display if med.medicationReference else None
-                rec.note_gap("medication-unresolved", f"{type(med).__name__}/{med.id}: medication {ref} could not be read" + (f" (used its display {label!r})" if label else ""))
+                rec.note_gap("medication-unresolved", f"{type(med).__name__}/{med.id}: medication {ref} could not be read"
+                             + (f" (used its display {label!r})" if label else ""))
                 if label:
                     concepts.append(lean.CodeableConcept(text=label))
             else:
@@ -607,7 +609,7 @@ class RecordBuilder:
         for d in dosages:
             if d.route is None:
                 continue
-            for system, code in d.route.codes():
+            for _, code in d.route.codes():
                 if code in by_code:
                     return by_code[code]
             text = d.route.label().lower()

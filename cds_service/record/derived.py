@@ -72,7 +72,8 @@ def _recent(r: LabResult | None, now: datetime, max_days: float) -> LabResult | 
     return r if r is not None and now - r.effective <= timedelta(days=max_days) else None
 
 
-def creatinine_clearance(rec: PatientRecord, now: datetime, max_age_days: float, weight_max_age_days: float) -> tuple[Derived | None, list[str]]:
+def creatinine_clearance(rec: PatientRecord, now: datetime, max_age_days: float,
+                         weight_max_age_days: float) -> tuple[Derived | None, list[str]]:
     """Cockcroft-Gault from the latest creatinine and weight, or a de-indexed eGFR; (value, what is missing)."""
     missing: list[str] = []
     scr = _recent(rec.latest("creatinine"), now, max_age_days)
@@ -93,7 +94,8 @@ def creatinine_clearance(rec: PatientRecord, now: datetime, max_age_days: float,
             "creatinine-clearance",
             value,
             "mL/min",
-            f"Cockcroft-Gault: (140 - {age}) x {weight.value:.1f} kg / (72 x {scr.value:.2f} mg/dL)" + (" x 0.85 (female)" if female else ""),
+            f"Cockcroft-Gault: (140 - {age}) x {weight.value:.1f} kg / (72 x {scr.value:.2f} mg/dL)"
+            + (" x 0.85 (female)" if female else ""),
             (scr, weight),
             extra={"method": "cockcroft-gault", "age": age, "sex": rec.sex},
         ), []

@@ -152,7 +152,7 @@ def assess_kidney(rec: PatientRecord, k: Knowledge, now: datetime) -> KidneyFunc
         weights = [weight.value] if weight is not None else [float(pol("kidney_bound_weight_min_kg")),
                                                              float(pol("kidney_bound_weight_max_kg"))]
         values = [cockcroft_gault(age, w, scr.value, f) for w in weights for f in _sex_factors(rec.sex)]
-        parts = [f"(140 - {age}) x {'%.1f kg' % weight.value if weight else 'weight'} / (72 x {scr.value:.2f} mg/dL)"]
+        parts = [f"(140 - {age}) x {f'{weight.value:.1f} kg' if weight else 'weight'} / (72 x {scr.value:.2f} mg/dL)"]
         if rec.sex not in ("female", "male"):
             parts.append("x 0.85 if female (sex not recorded as male or female: both computed)")
         elif rec.sex == "female":

@@ -340,8 +340,9 @@ def _compile_fast(cls: type[Lean]) -> None:
 
 
 _FAST_NS: dict[str, Any] = {"not_clean": _not_clean, "instance": _instance}
-for _cls in (Coding, CodeableConcept, Quantity, Reference, Period, Meta, ReferenceRange, DoseAndRate, TimingRepeat, Timing, Dosage,
-             MedicationIngredient, *MODELS.values()):
+_FAST_CLASSES: tuple[type[Lean], ...] = (Coding, CodeableConcept, Quantity, Reference, Period, Meta, ReferenceRange, DoseAndRate,
+                                         TimingRepeat, Timing, Dosage, MedicationIngredient, *MODELS.values())
+for _cls in _FAST_CLASSES:
     _compile_fast(_cls)
 _FAST: dict[type[Lean], Any] = {cls: _FAST_NS[f"fast_{cls.__name__}"] for cls in MODELS.values()}
 

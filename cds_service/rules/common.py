@@ -260,7 +260,10 @@ def fmt_value(r: LabResult, digits: int = 2) -> str:
 
 def mg_mmol(ctx: RuleContext, mg_dl: float) -> float:
     """Magnesium mg/dL -> mmol/L with the knowledge molar mass (mg/dL x 10 / 24.305)."""
-    return mg_dl * 10.0 / float(ctx.knowledge.model.analytes["magnesium"].molar_mass)
+    molar_mass = ctx.knowledge.model.analytes["magnesium"].molar_mass
+    if molar_mass is None:  # the knowledge check requires it of a concentration in mg/dL
+        raise ValueError("knowledge: analytes.magnesium has no molar_mass")
+    return mg_dl * 10.0 / float(molar_mass)
 
 
 def days_since(ctx: RuleContext, when: datetime | None) -> int | None:
@@ -583,7 +586,8 @@ def recent_exposures(ctx: RuleContext, *classes: str) -> list[MedicationUse]:
             last = last_known_date(m)
             if window is None:
                 continue
-            if last is None or last <= ctx.now + timedelta(days=1) and ctx.now - last <= timedelta(days=window[0]):  # undated: it may be recent, so it is shown (and said to be undated)
+            # undated: it may be recent, so it is shown (and said to be undated)
+            if last is None or last <= ctx.now + timedelta(days=1) and ctx.now - last <= timedelta(days=window[0]):
                 out.append(m)
     return out
 

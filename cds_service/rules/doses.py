@@ -68,16 +68,19 @@ def _magnesium_dose(m: MedicationUse, dose: Dose, k: Knowledge) -> MagnesiumDose
     if unit in _MMOL:
         mmol = v * _MMOL[unit]
         g = mmol / mmol_per_g if sulfate else None
-        return MagnesiumDose(mmol, g, f"{v:g} mmol Mg" + (f" = {g:.2f} g magnesium sulfate (÷ {mmol_per_g} mmol/g)" if g is not None else ""))
+        return MagnesiumDose(mmol, g, f"{v:g} mmol Mg"
+                             + (f" = {g:.2f} g magnesium sulfate (÷ {mmol_per_g} mmol/g)" if g is not None else ""))
     if unit in _MEQ:
         mmol = v / 2.0  # Mg2+: 2 mEq per mmol
         g = v / meq_per_g if sulfate else None
-        return MagnesiumDose(mmol, g, f"{v:g} mEq Mg = {mmol:.2f} mmol (÷ 2, valence 2)" + (f" = {g:.2f} g magnesium sulfate (÷ {meq_per_g} mEq/g)" if g is not None else ""))
+        return MagnesiumDose(mmol, g, f"{v:g} mEq Mg = {mmol:.2f} mmol (÷ 2, valence 2)"
+                             + (f" = {g:.2f} g magnesium sulfate (÷ {meq_per_g} mEq/g)" if g is not None else ""))
     if unit in _MASS_G:
         grams = v * _MASS_G[unit]
         if sulfate:
             mmol = grams * mmol_per_g
-            return MagnesiumDose(mmol, grams, f"{v:g} {dose.unit} magnesium sulfate = {grams:g} g x {mmol_per_g} mmol/g = {mmol:.1f} mmol Mg")
+            return MagnesiumDose(mmol, grams,
+                                 f"{v:g} {dose.unit} magnesium sulfate = {grams:g} g x {mmol_per_g} mmol/g = {mmol:.1f} mmol Mg")
         if m.has_ingredient("magnesium oxide") and len(m.ingredients) == 1:
             molar = float(k.threshold("magnesium_oxide_molar_mass").value)
             mmol = grams * 1000.0 / molar

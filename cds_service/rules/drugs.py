@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from ..knowledge import Monitoring
+from ..record.model import MedicationUse
 from .base import Action, Finding, RuleContext, Suggestion, lab_fact_line, short_value
 from .common import (
     GENERAL_OVERRIDES,
@@ -99,17 +101,28 @@ def magnesium_wasting_drug(ctx: RuleContext) -> Finding | None:
                    facts=facts, source="guidance", override_reasons=GENERAL_OVERRIDES)
 
 
-def _monitored_classes(ctx: RuleContext, m) -> list[str]:
+def _monitored_classes(ctx: RuleContext, m: MedicationUse) -> list[str]:
     """The classes of ``m`` whose label or guideline recommends magnesium monitoring (knowledge ``monitoring``)."""
     classes = ctx.knowledge.model.classes
     return sorted(c for c in m.classes() if c in classes and classes[c].monitoring is not None)
 
 
-def _past_min_days(ctx: RuleContext, m) -> list[str]:
+def _monitoring(ctx: RuleContext, cls: str) -> Monitoring:
+    """The ``monitoring`` entry of a class ``_monitored_classes`` returned."""
+    mon = ctx.knowledge.model.classes[cls].monitoring
+    if mon is None:
+        raise ValueError(f"class {cls!r} has no monitoring entry")
+    return mon
+
+
+def _time_on(ctx: RuleContext, m: MedicationUse) -> timedelta:
+    """How long ``m`` has been taken (zero without a start date)."""
+    return ctx.now - m.start if m.start is not None else timedelta(0)
+
+
+def _past_min_days(ctx: RuleContext, m: MedicationUse) -> list[str]:
     """The monitored classes of ``m`` it has been taken longer than the class's min_days for."""
-    classes = ctx.knowledge.model.classes
-    return [c for c in _monitored_classes(ctx, m)
-            if ctx.now - m.start > timedelta(days=classes[c].monitoring.min_days)]
+    return [c for c in _monitored_classes(ctx, m) if _time_on(ctx, m) > timedelta(days=_monitoring(ctx, c).min_days)]
 
 
 def magnesium_monitoring_gap(ctx: RuleContext) -> Finding | None:
@@ -131,7 +144,7 @@ def magnesium_monitoring_gap(ctx: RuleContext) -> Finding | None:
     latest = ctx.record.latest("magnesium")
     if latest is not None and ctx.now - latest.effective <= timedelta(days=window):
         return None
-    longest = max(long_users, key=lambda m: ctx.now - m.start)
+    longest = max(long_users, key=lambda m: _time_on(ctx, m))
     last = f"last magnesium {latest.effective.date()}" if latest is not None else "no magnesium result"
     summary = f"No magnesium check in {window:g} days ({last}) while on {longest.label} for {days_since(ctx, longest.start)} days"
     lines = [f"Drug{'s' if len(long_users) > 1 else ''} whose label or guideline recommends magnesium monitoring:", ""]
@@ -139,7 +152,7 @@ def magnesium_monitoring_gap(ctx: RuleContext) -> Finding | None:
     lines += ["", "Why magnesium is checked on these drugs:", ""]
     k = ctx.knowledge
     for cls in sorted({c for m in long_users for c in _past_min_days(ctx, m)}):
-        mon = k.model.classes[cls].monitoring
+        mon = _monitoring(ctx, cls)
         after = f"; counted after {mon.min_days} days on it" if mon.min_days else ""
         lines.append(f"- {k.model.classes[cls].display}: {mon.says} ({k.source(mon.source).citation}){after}")
     lines += ["", "Magnesium:"]
@@ -147,12 +160,12 @@ def magnesium_monitoring_gap(ctx: RuleContext) -> Finding | None:
                  else f"- no magnesium result in the record (labs are read back {ctx.policy('lookback_days')} days)")
     lines += ["", "Check serum magnesium (and replace it if low).", "",
               policy_note(ctx, "monitoring_window_days")]
-    suggestions = ()
+    suggestions: tuple[Suggestion, ...] = ()
     if not drafted_test(ctx, analyte_codes(ctx, "magnesium")):
         sr = lab_service_request(ctx, "19123-9", "Monitoring on a magnesium-wasting drug")
         suggestions = (Suggestion("Order serum magnesium", (Action("create", "Order serum magnesium (LOINC 19123-9)", sr),),
                                   is_recommended=True, key="order-magnesium"),)
     facts = tuple(m.to_fact() for m in long_users) + ((latest.to_fact(),) if latest is not None else ())
-    cited = k.model.classes[_past_min_days(ctx, longest)[0]].monitoring.source  # the card cites what recommends the check
+    cited = _monitoring(ctx, _past_min_days(ctx, longest)[0]).source  # the card cites what recommends the check
     return Finding(rule="magnesium-monitoring-gap", indicator="info", summary=summary, detail="\n".join(lines),
                    facts=facts, source=cited, suggestions=suggestions)

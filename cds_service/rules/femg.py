@@ -172,8 +172,8 @@ def _grey_zone_note(ctx: RuleContext) -> str:
 def femg_renal_wasting(ctx: RuleContext) -> Finding | None:
     """FEMg above the guidance cut-off (> 2 %) from a paired sample while magnesium is low (the paired serum
     magnesium and the latest) and kidney function allows interpretation (CKD-EPI 2021 or reported eGFR
-    >= femg_min_egfr, else Cockcroft-Gault >= femg_min_crcl; local policy). 2-4 % is said to be a grey zone. The urine Ca/Cr ratio points to Gitelman (low)
-    or Bartter/familial wasting (high); when absent, urine calcium is suggested.
+    >= femg_min_egfr, else Cockcroft-Gault >= femg_min_crcl; local policy). 2-4 % is said to be a grey zone. The urine
+    Ca/Cr ratio points to Gitelman (low) or Bartter/familial wasting (high); when absent, urine calcium is suggested.
     A FEMg from a censored value counts only as a bound that lies above the cut-off. When no FEMg concludes, a
     24-hour urine magnesium above urine_mg_24h_renal_wasting with a low serum magnesium of the same period
     (policy urine_mg_24h_serum_pair_max_hours) shows renal wasting: the card says it is from the 24-hour urine.
@@ -264,8 +264,9 @@ def _renal_wasting_finding(ctx: RuleContext, summary: str, lines: list[str], fac
     if TODO not in lines:
         lines += ["", TODO, "Look for the cause of the renal magnesium loss (tubular disorder, drugs, or a genetic cause)."]
     summary = with_action(summary, "look for the cause", "; ")
-    return Finding(rule="femg-renal-wasting", indicator=ctx.indicator("femg-renal-wasting", "wasting"), summary=summary, detail="\n".join(lines),
-                   facts=tuple(facts), source=source, suggestions=suggestions, override_reasons=GENERAL_OVERRIDES)
+    return Finding(rule="femg-renal-wasting", indicator=ctx.indicator("femg-renal-wasting", "wasting"), summary=summary,
+                   detail="\n".join(lines), facts=tuple(facts), source=source, suggestions=suggestions,
+                   override_reasons=GENERAL_OVERRIDES)
 
 
 def femg_extrarenal_loss(ctx: RuleContext) -> Finding | None:
@@ -310,8 +311,8 @@ def femg_extrarenal_loss(ctx: RuleContext) -> Finding | None:
         lines += ["", "A proton-pump inhibitor (gut mechanism) is active: " + ", ".join(m.label for m in ppis) + "."]
     facts += tuple(c.to_fact() for c in gi) + tuple(m.to_fact() for m in ppis)
     summary = with_action(summary, "look for gut loss or poor intake", "; ")
-    return Finding(rule="femg-extrarenal-loss", indicator=ctx.indicator("femg-extrarenal-loss", "conserving"), summary=summary, detail="\n".join(lines), facts=facts,
-                   source="guidance" if concl == "extrarenal" else "urine-mg-24h")
+    return Finding(rule="femg-extrarenal-loss", indicator=ctx.indicator("femg-extrarenal-loss", "conserving"), summary=summary,
+                   detail="\n".join(lines), facts=facts, source="guidance" if concl == "extrarenal" else "urine-mg-24h")
 
 
 def femg_needed(ctx: RuleContext) -> Finding | None:
@@ -357,8 +358,8 @@ def femg_needed(ctx: RuleContext) -> Finding | None:
     suggestions = (Suggestion("Order the FEMg tests: " + ", ".join(name.lower() for code, name in missing_codes
                                                                    if not drafted_test(ctx, [code])),
                               actions, is_recommended=True, key="order-femg-tests"),)
-    return Finding(rule="femg-needed", indicator=ctx.indicator("femg-needed", "needed"), summary=summary, detail="\n".join(lines), facts=(mg.to_fact(),),
-                   source="ijkd-2010", suggestions=suggestions)
+    return Finding(rule="femg-needed", indicator=ctx.indicator("femg-needed", "needed"), summary=summary, detail="\n".join(lines),
+                   facts=(mg.to_fact(),), source="ijkd-2010", suggestions=suggestions)
 
 
 def _femg_indeterminate(ctx: RuleContext, mg: LabResult, d: Derived) -> Finding | None:
@@ -376,7 +377,8 @@ def _femg_indeterminate(ctx: RuleContext, mg: LabResult, d: Derived) -> Finding 
     suggestions: tuple[Suggestion, ...] = ()
     if not drafted_test(ctx, analyte_codes(ctx, "urine_magnesium_24h")):
         sr = lab_service_request(ctx, "24447-5", "Indeterminate FEMg (censored value): 24-hour urine magnesium")
-        suggestions = (Suggestion("Order a 24-hour urine magnesium", (Action("create", "Order 24-hour urine magnesium (LOINC 24447-5)", sr),),
+        suggestions = (Suggestion("Order a 24-hour urine magnesium",
+                                  (Action("create", "Order 24-hour urine magnesium (LOINC 24447-5)", sr),),
                                   is_recommended=True, key="order-urine-magnesium-24h"),)
     return Finding(rule="femg-needed", indicator=ctx.indicator("femg-needed", "needed"), summary=summary, detail="\n".join(lines),
                    facts=(mg.to_fact(), d.to_fact()), source="urine-mg-24h", suggestions=suggestions)

@@ -48,8 +48,8 @@ def hypermagnesemia(ctx: RuleContext) -> Finding | None:
                    "re-measure before giving more magnesium")
         lines = ["The latest magnesium is above range but not recent; magnesium is being given or drafted:", "",
                  lab_fact_line(r, "magnesium", now=ctx.now)] + [med_line(ctx, m, with_class=False) for m in given]
-        return Finding(rule="hypermagnesemia", indicator=ctx.indicator("hypermagnesemia", "stale"), summary=summary, detail="\n".join(lines),
-                       facts=tuple(facts), source="fda-mgso4-warnings", override_reasons=GENERAL_OVERRIDES)
+        return Finding(rule="hypermagnesemia", indicator=ctx.indicator("hypermagnesemia", "stale"), summary=summary,
+                       detail="\n".join(lines), facts=tuple(facts), source="fda-mgso4-warnings", override_reasons=GENERAL_OVERRIDES)
     if obstetric is not None and r.value <= ob_max:
         return None  # obstetric magnesium sulfate in the label's therapeutic range: expected
     value, shown_limit = shown_pair(r.value, limit, 2)

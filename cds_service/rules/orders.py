@@ -134,8 +134,8 @@ def _wasting_draft_with_low_magnesium(ctx: RuleContext, drafts: list[MedicationU
             else:
                 suggestions.append(Suggestion(f"Add magnesium: {regimen.label}", (Action("create", regimen.label,
                                               regimen.resource),), is_recommended=True, key="add-magnesium"))
-    return Finding(rule="order-wasting-drug", indicator=ctx.indicator("order-wasting-drug", "low"), summary=summary, detail="\n".join(lines),
-                   facts=(mg.to_fact(),) + tuple(m.to_fact() for m in drafts), source="guidance",
+    return Finding(rule="order-wasting-drug", indicator=ctx.indicator("order-wasting-drug", "low"), summary=summary,
+                   detail="\n".join(lines), facts=(mg.to_fact(),) + tuple(m.to_fact() for m in drafts), source="guidance",
                    suggestions=tuple(suggestions), override_reasons=WASTING_DRAFT_OVERRIDES + GENERAL_OVERRIDES[1:],
                    selection_behavior="any")
 
@@ -157,8 +157,8 @@ def _wasting_draft_without_recent_magnesium(ctx: RuleContext, drafts: list[Medic
     facts = tuple(m.to_fact() for m in drafts) + ((mg.to_fact(),) if mg is not None else ())
     sources = [ctx.knowledge.model.classes[c].measure_before_cycle_source for m in drafts for c in sorted(m.classes())
                if ctx.knowledge.model.classes[c].measure_before_cycle]
-    return Finding(rule="order-wasting-drug", indicator=ctx.indicator("order-wasting-drug", "before-cycle"), summary=summary, detail="\n".join(lines), facts=facts,
-                   source=next((x for x in sources if x), "guidance"),
+    return Finding(rule="order-wasting-drug", indicator=ctx.indicator("order-wasting-drug", "before-cycle"), summary=summary,
+                   detail="\n".join(lines), facts=facts, source=next((x for x in sources if x), "guidance"),
                    suggestions=_monitoring_suggestion(ctx, "Magnesium before a cycle of a magnesium-wasting drug"),
                    override_reasons=GENERAL_OVERRIDES)
 
@@ -215,8 +215,8 @@ def order_potassium_without_magnesium(ctx: RuleContext) -> Finding | None:
         sr = lab_service_request(ctx, "19123-9", "Potassium replacement: check magnesium first")
         suggestions = (Suggestion("Order serum magnesium", (Action("create", "Order serum magnesium (LOINC 19123-9)", sr),),
                                   is_recommended=True, key="order-magnesium"),)
-    return Finding(rule="order-potassium-without-magnesium", indicator=ctx.indicator("order-potassium-without-magnesium", "drafted"), summary=summary,
-                   detail="\n".join(lines), facts=tuple(facts), source="guidance", suggestions=suggestions,
+    return Finding(rule="order-potassium-without-magnesium", indicator=ctx.indicator("order-potassium-without-magnesium", "drafted"),
+                   summary=summary, detail="\n".join(lines), facts=tuple(facts), source="guidance", suggestions=suggestions,
                    override_reasons=GENERAL_OVERRIDES)
 
 
@@ -272,8 +272,8 @@ def order_magnesium_renal(ctx: RuleContext) -> Finding | None:
     else:
         summary = (f"{sentence_case(kidney_summary(ctx))}: magnesium limited to {ceiling_g:g} g MgSO4 "
                    f"({ceiling_mmol:.0f} mmol) per 48 h; orders total {total:.0f} mmol" + ("" if load.complete else "+"))
-    return Finding(rule="order-magnesium-renal", indicator=ctx.indicator("order-magnesium-renal", "over" if exceeded else "within"), summary=summary[:200],
-                   detail="\n".join(lines), facts=kf.facts() + tuple(o.order.to_fact() for o in load.orders),
+    return Finding(rule="order-magnesium-renal", indicator=ctx.indicator("order-magnesium-renal", "over" if exceeded else "within"),
+                   summary=summary[:200], detail="\n".join(lines), facts=kf.facts() + tuple(o.order.to_fact() for o in load.orders),
                    source="fda-mgso4-label", override_reasons=GENERAL_OVERRIDES)
 
 
@@ -291,9 +291,9 @@ def order_iv_magnesium(ctx: RuleContext) -> Finding | None:
     low = magnesium_is_low(ctx)
     fresh = recent(ctx, "magnesium", "magnesium_recent_days")
     obstetric = obstetric_magnesium(ctx)
-    if magnesium_high_now(ctx) is not None:
-        if obstetric is None or latest.value > ctx.threshold("magnesium_obstetric_max"):
-            return None  # the hypermagnesemia card owns it
+    high = magnesium_high_now(ctx)  # the latest magnesium, when high
+    if high is not None and (obstetric is None or high.value > ctx.threshold("magnesium_obstetric_max")):
+        return None  # the hypermagnesemia card owns it
     lines = ["Drafted IV magnesium sulfate:", ""]
     for m in drafts:
         lines.append(med_line(ctx, m, with_class=False))
@@ -410,7 +410,7 @@ def order_vitamin_d_analogue(ctx: RuleContext) -> Finding | None:
     if over:
         lines.append("**Daily dose above the drug's ceiling: " + "; ".join(over) + "**")
     lines.append("")
-    if ca is None:
+    if status is None or ca is None:
         lines.append("- no serum calcium in the record: measure a baseline")
         summary = f"{names} drafted: no calcium on record; check calcium weekly at first"
     else:

@@ -196,7 +196,7 @@ def _refractory_electrolyte(ctx: RuleContext, rule: str, analyte: str, low_key: 
     if state == "normal":
         return None
     span_days = (run[0].effective - run[-1].effective).total_seconds() / 86400
-    if state == "low":
+    if state == "low" and mg is not None:  # 'low' always comes with its result
         mg_text = f"magnesium low ({short_value(mg)})"
     elif mg is None:
         mg_text = "magnesium not measured"

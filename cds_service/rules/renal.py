@@ -76,5 +76,5 @@ def renal_replacement_caution(ctx: RuleContext) -> Finding | None:
     lines.append("- watch for toxicity: loss of patellar reflexes first, then respiratory depression, hypotension, "
                  "bradycardia (calcium chloride reverses it).")
     lines += ["", "Relevant data:"] + context_lines
-    return Finding(rule="renal-replacement-caution", indicator=ctx.indicator("renal-replacement-caution", "below"), summary=summary, detail="\n".join(lines),
-                   facts=tuple(facts), source="fda-mgso4-label", override_reasons=GENERAL_OVERRIDES)
+    return Finding(rule="renal-replacement-caution", indicator=ctx.indicator("renal-replacement-caution", "below"), summary=summary,
+                   detail="\n".join(lines), facts=tuple(facts), source="fda-mgso4-label", override_reasons=GENERAL_OVERRIDES)

@@ -68,10 +68,7 @@ class Outage:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def outage(request, tmp_path) -> Iterator[Outage]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/audit.sqlite3"
-    else:
-        url = request.getfixturevalue("postgres_url")
+    url = f"sqlite:///{tmp_path}/audit.sqlite3" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
     AuditStore(url, background=False).close()  # the schema exists before the outage
     o = Outage(request.param, url)
     yield o

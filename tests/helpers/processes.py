@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +70,8 @@ class Served:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, wait: float = 60.0) -> Served:
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([CLI, "serve"], env=self.env, cwd=REPO, stdout=self._log, stderr=self._log)
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen([CLI, "serve"], env=self.env, cwd=REPO, stdout=log, stderr=log)
         wait_until_healthy(self.url, self.proc, wait, self.log)
         return self
 
@@ -106,10 +106,7 @@ class Served:
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else 0
         self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(wait)
-        finally:
-            self._log.close()
+        return self.proc.wait(wait)
 
     def __enter__(self) -> Served:
         return self.start()
@@ -118,7 +115,6 @@ class Served:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
-        self._log.close()
 
 
 class CuttableProxy:
@@ -165,19 +161,15 @@ class CuttableProxy:
         except OSError:
             pass
         for s in (a, b):
-            try:
+            with suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def cut(self) -> None:
         """The database goes away: no new connections, open ones reset."""
         self.up = False
         if self._listener is not None:
-            try:
+            with suppress(OSError):
                 self._listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
-            except OSError:
-                pass
             self._listener.close()
             self._listener = None
         with self._lock:

@@ -148,8 +148,9 @@ def test_signed_invoke_passes_required_client_authentication(loaded, fhir_base, 
 def _start_service(tmp_path: Path, port: int, **env: str) -> subprocess.Popen:
     full = {**os.environ, "CDS_DATABASE_URL": f"sqlite:///{tmp_path}/served-{port}.sqlite3", "CDS_ALLOW_HTTP_FHIR": "true",
             "CDS_WORKERS": "1", "CDS_LOG_LEVEL": "WARNING", **env}
-    proc = subprocess.Popen([CLI, "serve", "--host", "127.0.0.1", "--port", str(port)], env=full,
-                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"serve-{port}.log", "wb"))
+    with open(tmp_path / f"serve-{port}.log", "wb") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen([CLI, "serve", "--host", "127.0.0.1", "--port", str(port)], env=full,
+                                stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -87,8 +87,8 @@ def readme_service(tmp_path_factory):
     port = _free_port()
     env = {**os.environ, "CDS_AUTH_MODE": "off", "CDS_PORT": str(port), "CDS_ALLOW_HTTP_FHIR": "true",
            "CDS_DATABASE_URL": f"sqlite:///{tmp}/audit.sqlite3", "CDS_LOG_LEVEL": "WARNING"}
-    log = open(tmp / "serve.log", "wb")
-    proc = subprocess.Popen([CLI, "serve"], env=env, cwd=tmp, stdout=log, stderr=log)
+    with open(tmp / "serve.log", "wb") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen([CLI, "serve"], env=env, cwd=tmp, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:

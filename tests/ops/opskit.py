@@ -35,9 +35,9 @@ class Served:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp / f"serve-{self.port}.log"
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([CLI, "serve", "--port", str(self.port)], env=env, cwd=tmp,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+        with open(self.log_path, "wb") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen([CLI, "serve", "--port", str(self.port)], env=env, cwd=tmp,
+                                         stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + ready_within
         while "ready: " not in self.log():
             if self.proc.poll() is not None:
@@ -62,7 +62,6 @@ class Served:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-        self._log.close()
         return self.proc.returncode
 
 

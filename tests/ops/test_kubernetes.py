@@ -166,8 +166,8 @@ def proxied(tmp_path):
     (tmp_path / "nginx.conf").write_text(conf)
     check = subprocess.run([nginx, "-t", "-c", str(tmp_path / "nginx.conf")], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
-    log = open(tmp_path / "nginx.log", "wb")
-    proc = subprocess.Popen([nginx, "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"], stdout=log, stderr=log)
+    with open(tmp_path / "nginx.log", "wb") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen([nginx, "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"], stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 10
     while True:
@@ -180,7 +180,6 @@ def proxied(tmp_path):
     yield url, served
     proc.terminate()
     proc.wait(10)
-    log.close()
     served.stop()
 
 

@@ -26,7 +26,10 @@ def lab(analyte: str, value: float, unit: str | None = None, at: datetime | None
     ``comparator`` ('<', '<=', '>=', '>') makes it a censored result as reported."""
     a = K.model.analytes[analyte]
     unit = unit or a.canonical_unit
-    conv = (lambda v: None if v is None else convert(v, unit, a))
+
+    def conv(v: float | None) -> float | None:
+        return None if v is None else convert(v, unit, a)
+
     code = a.codes[0].code
     return LabResult(analyte=analyte, value=conv(value), unit=a.canonical_unit, original_value=value, original_unit=unit,
                      effective=at or ago(1), code=code, source=SourceRef("Observation", rid or f"obs-{next(_ids)}"),

@@ -113,7 +113,7 @@ def test_card_states_values_dates_and_evidence(name, finding, card):
 
 
 def test_one_card_per_rule_per_call_and_deterministic_uuids():
-    for name, rec, hook in scenarios():
+    for _name, rec, hook in scenarios():
         findings, _, _ = evaluate_rules(ctx(rec, hook))
         rules = [f.rule for f in findings]
         assert len(rules) == len(set(rules))

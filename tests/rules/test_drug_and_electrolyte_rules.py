@@ -132,7 +132,8 @@ def test_refractory_hypokalemia_with_magnesium_not_measured_recently():
 
 
 @pytest.mark.parametrize("labs, meds, fires", [
-    (_k((3.1, 1), (3.2, 4)) + (lab("magnesium", 2.0, at=ago(7)),), [med("potassium chloride", start=ago(10))], False),  # Mg normal, 7 d = recent
+    # Mg normal, 7 d = recent
+    (_k((3.1, 1), (3.2, 4)) + (lab("magnesium", 2.0, at=ago(7)),), [med("potassium chloride", start=ago(10))], False),
     (_k((3.1, 1), (3.2, 4)), [], False),                                              # no potassium supplement
     (_k((3.5, 1), (3.2, 4)), [med("potassium chloride", start=ago(10))], False),      # 3.5 is not low
     (_k((3.1, 1), (3.2, 1.5)), [med("potassium chloride", start=ago(10))], False),    # only 12 h apart

@@ -61,8 +61,10 @@ def test_potassium_draft_with_low_magnesium_suggests_oral_magnesium():
     res = s.actions[0].resource
     assert res["resourceType"] == "MedicationRequest" and res["medicationCodeableConcept"]["text"] == "Magnesium oxide"
     dosage = res["dosageInstruction"][0]
-    assert "at bedtime" in dosage["text"] and dosage["timing"]["repeat"] == {"frequency": 1, "period": 1, "periodUnit": "d", "when": ["HS"]}
-    assert dosage["doseAndRate"][0]["doseQuantity"] == {"value": 12.0, "unit": "mmol", "system": "http://unitsofmeasure.org", "code": "mmol"}
+    assert "at bedtime" in dosage["text"]
+    assert dosage["timing"]["repeat"] == {"frequency": 1, "period": 1, "periodUnit": "d", "when": ["HS"]}
+    assert dosage["doseAndRate"][0]["doseQuantity"] == {"value": 12.0, "unit": "mmol", "system": "http://unitsofmeasure.org",
+                                                        "code": "mmol"}
     assert "potassium: **3.0 mmol/L" in f.detail
 
 

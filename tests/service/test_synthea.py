@@ -128,7 +128,7 @@ def test_medications_resolve_to_the_right_ingredients(path):
     record = RecordBuilder(knowledge, now).build(patient_id, data, draft_orders=every_order)
     assert [g.what for g in record.gaps] == []
     assert len(record.draft_medications) == every_order["entry"].__len__()
-    for use, entry in zip(record.draft_medications, every_order["entry"]):
+    for use, entry in zip(record.draft_medications, every_order["entry"], strict=True):
         code = next(c["code"] for c in entry["resource"]["medicationCodeableConcept"]["coding"] if c["system"] == RXNORM)
         got = {m.ingredient for m in use.ingredients}
         assert got == EXPECTED_INGREDIENTS.get(code, set()), f"{code} {use.label!r} resolved to {got}"

@@ -211,9 +211,9 @@ class Served:
         full = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
         full.update({"CDS_DATABASE_URL": f"sqlite:///{tmp_path}/served-{self.port}.sqlite3", "CDS_WORKERS": "1",
                      "CDS_PORT": str(self.port), "CDS_LOG_LEVEL": "WARNING", **env})
-        self.log = open(tmp_path / f"served-{self.port}.log", "wb")
-        self.proc = subprocess.Popen([CLI, "serve"], env=full, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        with open(tmp_path / f"served-{self.port}.log", "wb") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen([CLI, "serve"], env=full, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -239,7 +239,6 @@ class Served:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
-        self.log.close()
 
     def __enter__(self) -> Served:
         return self

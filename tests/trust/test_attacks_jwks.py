@@ -45,7 +45,7 @@ def test_truncated_jwks_body_is_a_401_not_a_500(keyed_app, keys_host, es384, cap
     caplog.set_level(logging.INFO)
     keys_host.behaviours["/jwks.json"] = truncated(json.dumps(jwks(es384)).encode())
     resp, elapsed = _get(keyed_app().test_client(), es384)
-    timing("JWKS truncated body -> %d" % resp.status_code, elapsed)
+    timing(f"JWKS truncated body -> {resp.status_code}", elapsed)
     assert resp.status_code == 401
     assert resp.get_json()["resourceType"] == "OperationOutcome"
     assert "keys unavailable" in caplog.text

@@ -137,7 +137,7 @@ def test_paging_forever_stops_at_the_page_limit(app_factory, fhir_stub, page_lim
 # ---------------------------------------------------------------------------- retries (fault injection with `responses`)
 def _ehr_mock(rm: responses.RequestsMock, faults: dict[str, int]) -> None:
     """Answer every query; the resource types in ``faults`` always answer that HTTP status."""
-    for key, rtype in KEY_TYPES.items():
+    for rtype in KEY_TYPES.values():
         pattern = re.compile(re.escape(f"{EHR}/{rtype}") + r"([/?].*)?$")
         if rtype in faults:
             rm.get(pattern, status=faults[rtype], json=operation_outcome(f"injected {faults[rtype]}"))

@@ -149,7 +149,8 @@ def test_wrong_method_is_405_with_allow(client, method, path, allowed):
     assert allowed in {m.strip() for m in resp.headers["Allow"].split(",")}
 
 
-@pytest.mark.parametrize("path", ["/", "/nowhere", "/cds-services/a/b/c", "/admin%00", "/cds-services/x/feedback/y"])  # "/cds-services/" is discovery (trailing slash accepted)
+# "/cds-services/" is discovery (trailing slash accepted)
+@pytest.mark.parametrize("path", ["/", "/nowhere", "/cds-services/a/b/c", "/admin%00", "/cds-services/x/feedback/y"])
 def test_unknown_path_is_404(client, path):
     outcome(client.get(path), 404)
 
