@@ -173,7 +173,7 @@ def compare_cards(before: Iterable[dict[str, Any]], after: Iterable[dict[str, An
     """(rule, appear|disappear|change, before, after) for every card that differs, by rule."""
     b = {_card_key(c): _brief(c) for c in before}
     a = {_card_key(c): _brief(c) for c in after}
-    out = []
+    out: list[tuple[str, str, Any, Any]] = []
     for rule in sorted(set(b) | set(a)):
         if rule not in b:
             out.append((rule, "appear", None, a[rule]))
