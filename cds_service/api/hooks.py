@@ -4,13 +4,14 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from .. import metrics
 from ..engine import Invocation
 from ..errors import CDSError, PayloadTooLarge, UnknownService
 from ..protocol.request import parse_feedback
+from ..services import get_services as services  # the one accessor; `services()` in the views below
 from . import evidence_page
 from .body import read_json
 
@@ -19,8 +20,8 @@ log = logging.getLogger(__name__)
 REFUSED_SERVICE_ID_CHARS = 64  # a refused call's row keeps at most this much of the path's service id
 
 
-def services():
-    return current_app.extensions["cds"]
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)
 
 
 @bp.get("/cds-services", strict_slashes=False)
@@ -104,7 +105,8 @@ def _identify(inv: Invocation, body) -> None:
     """hookInstance/hook/patient of a call the engine did not take (unknown service)."""
     if not isinstance(body, dict):
         return
-    ctx = body.get("context") if isinstance(body.get("context"), dict) else {}
+    context = body.get("context")
+    ctx = context if isinstance(context, dict) else {}
     for attr, value in (("hook", body.get("hook")), ("hook_instance", body.get("hookInstance")),
                         ("patient_id", ctx.get("patientId")), ("user_id", ctx.get("userId"))):
         if isinstance(value, str):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -22,6 +22,14 @@ def parse_when(value: str | None, *, end: bool = False) -> datetime | None:
         return start + timedelta(days=1) if end else start
     dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
     return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+@overload
+def aware(dt: datetime) -> datetime: ...
+
+
+@overload
+def aware(dt: None) -> None: ...
 
 
 def aware(dt: datetime | None) -> datetime | None:
