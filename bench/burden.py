@@ -85,9 +85,10 @@ def _last_read_lab_day(resources: list[dict[str, Any]], loinc_codes: set[str]) -
 
 def _client(clock: dict[str, datetime], db_dir: str):
     from cds_service import create_app
+    from cds_service.config import Settings
 
-    app = create_app({"database_url": f"sqlite:///{db_dir}/burden.sqlite3", "CLOCK": lambda: clock["now"],
-                      "auth_mode": "off", "allow_http_fhir": True})
+    app = create_app(Settings.from_env(database_url=f"sqlite:///{db_dir}/burden.sqlite3", auth_mode="off", allow_http_fhir=True),
+                     clock=lambda: clock["now"])
     app.config["TESTING"] = True
     return app, app.test_client()
 
@@ -109,6 +110,7 @@ def _open_chart(client, catalog, resources: list[dict[str, Any]], patient_id: st
 def chart_openings(synthea: Path | None = None, *, fixtures: bool = True) -> Iterable[Opening]:
     """Open every generated patient's chart and (if ``fixtures``) every fixture scenario's, through patient-view."""
     from cds_service.fixtures import list_scenarios, read_bundle, stored_resources
+    from cds_service.services import get_services
 
     synthea = synthea or synthea_dir()
     files = sorted(synthea.glob("*.json"))
@@ -118,7 +120,7 @@ def chart_openings(synthea: Path | None = None, *, fixtures: bool = True) -> Ite
     with tempfile.TemporaryDirectory(prefix="cds-burden-") as tmp:
         app, client = _client(clock, tmp)
         try:
-            cds = app.extensions["cds"]
+            cds = get_services(app)
             catalog, loinc = cds.catalog, set(cds.knowledge.loinc_to_analyte)
             for path in files:
                 resources = stored_resources(json.loads(path.read_text(encoding="utf-8")))

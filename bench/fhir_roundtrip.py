@@ -18,6 +18,7 @@ import time
 from datetime import UTC, datetime
 
 from cds_service import create_app
+from cds_service.config import Settings
 from cds_service.fixtures import get_scenario, read_bundle
 from cds_service.kit.loader import FixtureLoader
 from cds_service.kit.standin import EhrStandIn
@@ -63,8 +64,9 @@ def main(argv: list[str]) -> int:
         where = args.service_url
     else:
         tmp = tempfile.TemporaryDirectory(prefix="fhir-roundtrip-")
-        app = create_app({"database_url": f"sqlite:///{tmp.name}/audit.sqlite3", "CLOCK": lambda: FIXTURES_TODAY, "auth_mode": "off",
-                          "allow_http_fhir": args.fhir_base.startswith("http://"), "log_level": "WARNING"})
+        settings = Settings.from_env(database_url=f"sqlite:///{tmp.name}/audit.sqlite3", auth_mode="off",
+                                     allow_http_fhir=args.fhir_base.startswith("http://"))
+        app = create_app(settings, clock=lambda: FIXTURES_TODAY)
         standin = EhrStandIn(fhir_base=args.fhir_base, app=app)
         where = "in-process app (default settings)"
     full = standin.build_request("patient-view", scenario.patient_id, prefetch=True)

@@ -94,9 +94,11 @@ def measure(n_observations: int = 150, runs: int = 15, quick: bool = False) -> N
     if quick:
         n_observations, runs = 20, 2
     from cds_service import create_app
+    from cds_service.config import Settings
     from cds_service.prefetch.deadline import Deadline
     from cds_service.prefetch.gateway import FhirGateway
     from cds_service.prefetch.templates import render
+    from cds_service.services import get_services
 
     with tempfile.TemporaryDirectory(prefix="cds-bench-fhir-") as tmp:
         base = os.environ.get("CDS_TEST_FHIR_BASE", "").rstrip("/")
@@ -106,9 +108,9 @@ def measure(n_observations: int = 150, runs: int = 15, quick: bool = False) -> N
         try:
             result = NoPrefetchResult(server=base, observations_loaded=n_observations, runs=runs)
             patient_id = load_patient(base, n_observations)
-            app = create_app({"database_url": f"sqlite:///{tmp}/np-audit.sqlite3", "auth_mode": "off",
-                              "allow_http_fhir": True, "log_level": "WARNING"})
-            svc = app.extensions["cds"]
+            app = create_app(Settings.from_env(database_url=f"sqlite:///{tmp}/np-audit.sqlite3", auth_mode="off",
+                                               allow_http_fhir=True))
+            svc = get_services(app)
             service = svc.catalog.get(SERVICE)
             now = datetime.now(UTC)
             context = {"patientId": patient_id, "userId": "Practitioner/bench"}

@@ -267,18 +267,20 @@ def unique_snapshot_bytes(bodies: dict[str, bytes]) -> dict[str, int]:
     from cds_service.audit.compact import SnapshotEncoder, encode_json
     from cds_service.audit.invocation import Invocation
     from cds_service.audit.store import invocation_record
+    from cds_service.config import Settings
+    from cds_service.services import get_services
 
-    app = create_app({"database_url": "sqlite://", "CLOCK": lambda: NOW, "auth_mode": "off", "log_level": "WARNING"})
+    app = create_app(Settings.from_env(database_url="sqlite://", auth_mode="off"), clock=lambda: NOW)
     out = {}
     for key in ("service", "service-1000"):
-        outcome = app.extensions["cds"].engine.handle(SERVICE, json.loads(bodies[key]))
+        outcome = get_services(app).engine.handle(SERVICE, json.loads(bodies[key]))
         outcome.response()  # raises when the call failed
         inv = Invocation(service_id=SERVICE, **outcome.audit_fields())
         meta, raw = invocation_record(inv)
         _, content = SnapshotEncoder().encode(raw)
         out[key] = {"snapshot_raw": len(raw), "snapshot_compressed": len(content),
                     "cards_facts_compressed": len(encode_json({"cards": meta["cards"], "facts": meta["facts"]}))}
-    app.extensions["cds"].store.close()
+    get_services(app).store.close()
     return out
 
 
@@ -335,14 +337,15 @@ def in_process(body: bytes, runs: int, chart: bytes | None = None) -> dict[str, 
     also what the audit record costs on the response path: the same call with and without it, interleaved."""
     from cds_service import create_app
     from cds_service.app import settle_heap
+    from cds_service.config import Settings
+    from cds_service.services import get_services
 
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="cds-bench-inproc-") as tmp:
-        app = create_app({"database_url": f"sqlite:///{tmp}/a.sqlite3", "CLOCK": lambda: NOW, "auth_mode": "off",
-                          "log_level": "WARNING"})
+        app = create_app(Settings.from_env(database_url=f"sqlite:///{tmp}/a.sqlite3", auth_mode="off"), clock=lambda: NOW)
         settle_heap()
         client = app.test_client()
-        store = app.extensions["cds"].store
+        store = get_services(app).store
         spool = store.record_invocation
 
         def post(data: bytes) -> float:
@@ -384,12 +387,13 @@ def in_process_typed(body: bytes, runs: int) -> dict[str, Any]:
     from cds_service import create_app
     from cds_service.api import hooks
     from cds_service.app import settle_heap
+    from cds_service.config import Settings
+    from cds_service.services import get_services
 
     typed_read = hooks.read_json
     plain_read = lambda request, max_bytes, typed=False: typed_read(request, max_bytes)  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="cds-bench-typed-") as tmp:
-        app = create_app({"database_url": f"sqlite:///{tmp}/a.sqlite3", "CLOCK": lambda: NOW, "auth_mode": "off",
-                          "log_level": "WARNING"})
+        app = create_app(Settings.from_env(database_url=f"sqlite:///{tmp}/a.sqlite3", auth_mode="off"), clock=lambda: NOW)
         settle_heap()
         client = app.test_client()
         times: dict[str, list[float]] = {"typed": [], "plain": [], "loads": []}
@@ -407,7 +411,7 @@ def in_process_typed(body: bytes, runs: int) -> dict[str, Any]:
                         times[mode].append((time.perf_counter() - t0) * 1000)
         finally:
             hooks.read_json = typed_read
-            app.extensions["cds"].store.close()
+            get_services(app).store.close()
     med = {k: statistics.median(v) for k, v in times.items()}
     return {"body_bytes": len(body), "runs": runs, "typed_ms": med["typed"], "plain_ms": med["plain"],
             "loads_ms": med["loads"], "typed_ratio": med["typed"] / med["loads"], "plain_ratio": med["plain"] / med["loads"]}

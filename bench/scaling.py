@@ -47,11 +47,12 @@ def percentile(values: list[float], q: float) -> float:
 
 def make_app(db_dir: Path):
     from cds_service import create_app
+    from cds_service.config import Settings
 
-    app = create_app({"database_url": f"sqlite:///{db_dir}/scaling-audit.sqlite3", "CLOCK": lambda: NOW,
-                      "auth_mode": "off", "log_level": "WARNING",
-                      # 5,000 Observations is ~5.7 MB: above the 5 MB default request limit
-                      "max_body_bytes": 32 * 1024 * 1024})
+    settings = Settings.from_env(database_url=f"sqlite:///{db_dir}/scaling-audit.sqlite3", auth_mode="off",
+                                 # 5,000 Observations is ~5.7 MB: above the 5 MB default request limit
+                                 max_body_bytes=32 * 1024 * 1024)
+    app = create_app(settings, clock=lambda: NOW)
     return app
 
 
@@ -64,12 +65,13 @@ def runs_for(n: int, quick: bool) -> int:
 def measure(sizes: tuple[int, ...] = SIZES, quick: bool = False) -> list[ScalingRow]:
     """Median/p99 per size, with the app's heap settled after start-up exactly as ``cds-service serve`` does."""
     from cds_service.app import settle_heap
+    from cds_service.services import get_services
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="cds-bench-") as tmp:
         app = make_app(Path(tmp))
         settle_heap()
-        store = app.extensions["cds"].store
+        store = get_services(app).store
         client = app.test_client()
         for n in sizes:
             req = patient_view_request(n)

@@ -21,7 +21,6 @@ from urllib.parse import quote, urlsplit
 
 import jwt
 import requests
-import yaml
 from flask import Flask, g, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy.exc import SQLAlchemyError
@@ -29,6 +28,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from .config import Settings
 from .errors import AuthUnavailable, ConfigurationError, MissingToken, Unauthorized
 from .prefetch.gateway import NoCookies
+from .services import get_services
+from .yaml_files import YAMLError, load_yaml
 
 log = logging.getLogger(__name__)
 
@@ -127,11 +128,11 @@ def load_trusted_issuers(path: str | Path) -> dict[str, TrustedIssuer]:
     """Read the trusted issuers file (YAML or JSON); any problem stops start-up."""
     p = Path(path)
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))  # JSON is YAML
+        raw = load_yaml(p.read_text(encoding="utf-8"))  # JSON is YAML
         parsed = _IssuersFile.model_validate(raw)
     except OSError as exc:
         raise ConfigurationError(f"CDS_TRUSTED_ISSUERS_FILE {p}: cannot read: {exc}") from None
-    except yaml.YAMLError as exc:
+    except YAMLError as exc:
         raise ConfigurationError(f"CDS_TRUSTED_ISSUERS_FILE {p}: not YAML/JSON: {exc}") from None
     except ValidationError as exc:
         raise ConfigurationError(f"CDS_TRUSTED_ISSUERS_FILE {p}: invalid:\n{exc}") from None
@@ -429,8 +430,8 @@ def _check_algorithms(settings: Settings) -> None:
 
 def init_app(app: Flask) -> None:
     """Authenticate every request to a protected endpoint according to CDS_AUTH_MODE."""
-    services = app.extensions["cds"]
-    settings: Settings = services.settings
+    services = get_services(app)
+    settings = services.settings
     if settings.auth_mode == "off":
         return
     _check_algorithms(settings)
@@ -439,7 +440,7 @@ def init_app(app: Flask) -> None:
                                  "(see docs/security.md), or CDS_AUTH_MODE=off for development")
     issuers = load_trusted_issuers(settings.trusted_issuers_file)
     authenticator = ClientAuthenticator(settings, issuers, services.store)
-    app.extensions["cds_auth"] = authenticator
+    services.authenticator = authenticator
     log.info("client authentication %s: %d trusted issuer(s)", settings.auth_mode, len(issuers))
     if not settings.public_base_url:
         log.warning("CDS_PUBLIC_BASE_URL is not set: the JWT aud check uses the request's Host header; "

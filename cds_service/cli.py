@@ -82,7 +82,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     from .app import create_app, settle_heap
 
     def build() -> Any:
-        app = create_app({"SETTINGS": settings})
+        app = create_app(settings)
         settle_heap()
         return app
 
@@ -207,7 +207,9 @@ def invoke(request_file: Any, service_id: str | None, now: str | None, database_
         raise click.ClickException(str(exc) + (_unauthorized_hint(bool(signer)) if exc.status == 401 else "")) from exc
     finally:
         if not service_url and standin is not None:
-            standin.app.extensions["cds"].store.flush()
+            from .services import get_services
+
+            get_services(standin.app).store.flush()
     if as_json:
         click.echo(json.dumps(result.body, indent=2))
     else:
@@ -244,15 +246,15 @@ def _read_request_file(request_file: Any) -> dict[str, Any]:
 
 
 def _in_process_app(now: str | None, database_url: str, fhir_base: str) -> Any:
+    from . import logs
     from .app import create_app
 
-    config: dict[str, Any] = {"database_url": database_url, "log_level": "WARNING"}
-    if fhir_base.startswith("http://"):
-        config["allow_http_fhir"] = True  # the stand-in names this server explicitly
+    # allow_http_fhir: the stand-in names this server explicitly (None leaves CDS_ALLOW_HTTP_FHIR as it is)
+    settings = Settings.from_env(database_url=database_url, log_level="WARNING",
+                                 allow_http_fhir=True if fhir_base.startswith("http://") else None)
+    logs.configure(settings.log_level, settings.log_format)
     fixed = _parse_now(now)
-    if fixed:
-        config["CLOCK"] = lambda: fixed
-    return create_app(config)
+    return create_app(settings, clock=(lambda: fixed) if fixed else None)
 
 
 from .audit.cli import audit  # noqa: E402
@@ -329,12 +331,14 @@ def fixtures_list(fixtures_dir: str | None) -> None:
 @click.option("--fixtures-dir", default=None, help=FIXTURES_DIR_HELP)
 def fixtures_requests(out_dir: str, now: str, fixtures_dir: str | None) -> None:
     """Write a ready hook request per scenario and hook, with and without prefetch (for curl)."""
-    from .app import create_app
+    from .definitions import load_definitions
     from .fixtures import FixtureError, write_requests
+    from .knowledge import load_knowledge
 
-    app = create_app({"database_url": "sqlite://", "log_level": "WARNING"})
+    settings = Settings.from_env()
+    catalog = load_definitions(settings.hooks_dir, load_knowledge(settings.knowledge_dir or None))
     try:
-        written = write_requests(out_dir, app.extensions["cds"].catalog, _parse_now(now), fixtures_dir)  # type: ignore[arg-type]
+        written = write_requests(out_dir, catalog, _parse_now(now), fixtures_dir)  # type: ignore[arg-type]
     except FixtureError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"wrote {len(written)} request(s) to {out_dir}")

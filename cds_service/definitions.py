@@ -12,11 +12,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigurationError
 from .knowledge import LOINC, Knowledge
+from .yaml_files import YAMLError, load_yaml
 
 SUPPORTED_HOOKS = ("patient-view", "order-select", "order-sign")
 REQUIRED_CONTEXT = {
@@ -140,9 +140,9 @@ def load_definitions(directory: str | Path, knowledge: Knowledge) -> ServiceCata
     services: list[ServiceDefinition] = []
     for f in files:
         try:
-            raw = yaml.safe_load(f.read_text(encoding="utf-8"))
+            raw = load_yaml(f.read_text(encoding="utf-8"))
             services.append(ServiceDefinition.model_validate(raw))
-        except yaml.YAMLError as exc:
+        except YAMLError as exc:
             raise ConfigurationError(f"{f}: not valid YAML: {exc}") from None
         except ValidationError as exc:
             raise ConfigurationError(f"{f}: invalid service definition:\n{exc}") from None

@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-import yaml
-
 from .definitions import ServiceCatalog, ServiceDefinition
 from .prefetch.templates import render
 from .record.dates import parse_fhir_date, parse_fhir_datetime
+from .yaml_files import load_yaml
 
 HOOKS = ("patient-view", "order-select", "order-sign")
 SERVICE_FOR_HOOK = {
@@ -76,7 +75,7 @@ def list_scenarios(directory: str | Path | None = None) -> list[Scenario]:
     base = fixtures_dir(directory)
     index = base / "scenarios.yaml"
     try:
-        raw = yaml.safe_load(index.read_text(encoding="utf-8")) or {}
+        raw = load_yaml(index.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise FixtureError(f"no scenario index at {index}") from None
     out: list[Scenario] = []

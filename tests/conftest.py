@@ -7,7 +7,9 @@ import pytest
 from helpers.env import FIXED_NOW, fhir_base_url  # noqa: F401  (fhir_base_url re-exported)
 
 from cds_service import create_app
+from cds_service.config import Settings
 from cds_service.knowledge import load_knowledge
+from cds_service.services import get_services
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,22 +25,24 @@ def now():
 
 
 @pytest.fixture
-def app_factory(tmp_path):
-    """Build an app with overrides; each app gets its own SQLite audit file."""
+def app_factory(tmp_path, knowledge):
+    """Build an app with Settings overrides (keywords), the session's knowledge (unless ``knowledge_dir`` is
+    overridden), the fixed clock (``clock=None``: the wall clock) and an optional FHIR ``gateway``; each app
+    gets its own SQLite audit file."""
     made = []
 
-    def make(**overrides):
-        config = {"database_url": f"sqlite:///{tmp_path}/audit-{len(made)}.sqlite3", "CLOCK": lambda: FIXED_NOW,
-                  "auth_mode": "off", "allow_http_fhir": True}
-        config.update(overrides)
-        app = create_app(config)
+    def make(*, clock=lambda: FIXED_NOW, gateway=None, **overrides):
+        settings = Settings.from_env().with_overrides(**{
+            "database_url": f"sqlite:///{tmp_path}/audit-{len(made)}.sqlite3", "auth_mode": "off", "allow_http_fhir": True,
+            **overrides})
+        app = create_app(settings, knowledge=None if "knowledge_dir" in overrides else knowledge, clock=clock, gateway=gateway)
         app.config["TESTING"] = True
         made.append(app)
         return app
 
     yield make
     for app in made:
-        app.extensions["cds"].store.close()
+        get_services(app).store.close()
 
 
 @pytest.fixture

@@ -8,13 +8,14 @@ from collections import defaultdict
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, render_template, request
+from flask import Blueprint, Flask, render_template, request
 from sqlalchemy import select
 
 from ..audit.charts import DailySeries, rule_chart
 from ..audit.queries import aware, cards_of, feedback_dict, feedback_for, invocation_dict, iter_invocations
 from ..audit.schema import InvocationRow
 from ..errors import NotFound
+from ..services import get_services
 
 bp = Blueprint("audit", __name__, url_prefix="/audit", template_folder="templates",
                static_folder="static", static_url_path="/static")
@@ -22,9 +23,9 @@ RECENT = 50
 MAX_DAYS = 366
 
 
-def register(app: Flask) -> None:
+def init_app(app: Flask) -> None:
     """Mount the pages when ``settings.audit_ui`` is true (CDS_AUDIT_UI; off by default)."""
-    if app.extensions["cds"].settings.audit_ui:
+    if get_services(app).settings.audit_ui:
         app.register_blueprint(bp)
 
 
@@ -37,13 +38,9 @@ def _headers(response):
     return response
 
 
-def _services():
-    return current_app.extensions["cds"]
-
-
 @bp.get("/")
 def index():
-    s = _services()
+    s = get_services()
     try:
         days = min(MAX_DAYS, max(1, int(request.args.get("days", "30"))))
     except ValueError:
@@ -88,7 +85,7 @@ def index():
 @bp.get("/invocations/<hook_instance>")
 def evidence_by_hook_instance(hook_instance: str):
     """The same page addressed by hookInstance (what the EHR, the logs and `cds-service audit show` use)."""
-    s = _services()
+    s = get_services()
     with s.store.sessions() as session:
         row = session.scalars(select(InvocationRow).where(InvocationRow.hook_instance == hook_instance[:200])
                               .order_by(InvocationRow.id.desc()).limit(1)).first()
@@ -100,7 +97,7 @@ def evidence_by_hook_instance(hook_instance: str):
 
 @bp.get("/invocations/<int:invocation_id>")
 def evidence(invocation_id: int):
-    s = _services()
+    s = get_services()
     with s.store.sessions() as session:
         row = session.get(InvocationRow, invocation_id)
         if row is None:

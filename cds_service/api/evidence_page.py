@@ -11,12 +11,13 @@ import secrets
 import time
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, render_template, request
+from flask import Blueprint, Flask, Response, render_template, request
 from markupsafe import Markup
 
 from ..evidence.source import load_card_evidence
 from ..evidence.tokens import CardRef, EvidenceSigner, LinkRefused
 from ..evidence.view import MED_GROUPS, WIDTH, build, num, source_ref
+from ..services import get_services
 
 bp = Blueprint("evidence", __name__, url_prefix="/evidence", template_folder="templates",
                static_folder="static", static_url_path="/static")
@@ -26,14 +27,15 @@ RECENT_SECONDS = 120  # a call this recent may still be in the audit writer's qu
 WAITS = (0.05, 0.1, 0.2, 0.4, 0.8)  # bounded wait (1.55 s) for the background audit writer
 
 
-def register(app: Flask) -> None:
+def init_app(app: Flask) -> None:
     """Mount the page; links are added to cards only when an evidence key is configured (CDS_EVIDENCE_KEY)."""
-    settings = app.extensions["cds"].settings
+    services = get_services(app)
+    settings = services.settings
     app.register_blueprint(bp)
     if settings.evidence_key:
-        app.extensions["cds_evidence"] = EvidenceSigner(settings.evidence_key, settings.evidence_link_seconds)
+        services.evidence_signer = EvidenceSigner(settings.evidence_key, settings.evidence_link_seconds)
     else:
-        app.extensions["cds_evidence"] = None
+        services.evidence_signer = None
         log.info("CDS_EVIDENCE_KEY is not set: cards carry no evidence link")
 
 
@@ -50,11 +52,12 @@ def evidence_link(card: dict[str, Any], received_at, base_url: str, signer: Evid
 
 def add_links(response: dict[str, Any], invocation: Any) -> dict[str, Any]:
     """The response with an evidence link on every card. Copies: the audited cards keep no token."""
-    signer: EvidenceSigner | None = current_app.extensions.get("cds_evidence")
+    services = get_services()
+    signer = services.evidence_signer
     cards = response.get("cards")
     if signer is None or not cards:
         return response
-    settings = current_app.extensions["cds"].settings
+    settings = services.settings
     base = (settings.public_base_url or request.url_root).rstrip("/")
     try:
         linked = [{**c, "links": [*(c.get("links") or []), evidence_link(c, invocation.received_at, base, signer)]}
@@ -84,7 +87,8 @@ def _page(template: str, status: int, **context: Any) -> Response:
 
 @bp.get("")
 def page():
-    signer: EvidenceSigner | None = current_app.extensions.get("cds_evidence")
+    s = get_services()
+    signer = s.evidence_signer
     if signer is None:
         return _page("evidence_refused.html", 403, expired=False, reason="evidence links are not enabled")
     try:
@@ -92,7 +96,6 @@ def page():
     except LinkRefused as exc:
         log.info("evidence link refused: %s", exc.reason)
         return _page("evidence_refused.html", 403, expired=exc.expired, reason=exc.reason)
-    s = current_app.extensions["cds"]
     found = _load(s.store, ref, signer)
     if found is None:
         age = signer.clock() - ref.received_at.timestamp()

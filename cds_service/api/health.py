@@ -3,10 +3,16 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Flask, jsonify, request
+
+from ..services import get_services
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger(__name__)
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)
 
 
 @bp.get("/healthz")
@@ -18,10 +24,10 @@ def _may_see_details() -> bool:
     """Check details (writer errors, versions) only for a verified client, or anyone when auth is off (development).
 
     The endpoint is public, so a token is verified here, not before the request; a bad one just hides the details."""
-    s = current_app.extensions["cds"]
+    s = get_services()
     if s.settings.auth_mode == "off":
         return True
-    authenticator = current_app.extensions.get("cds_auth")
+    authenticator = s.authenticator
     if authenticator is None or not request.headers.get("Authorization"):
         return False
     from ..auth import bearer_token, endpoint_url
@@ -37,7 +43,7 @@ def _may_see_details() -> bool:
 
 @bp.get("/readyz")
 def readyz():
-    s = current_app.extensions["cds"]
+    s = get_services()
     if not _may_see_details():
         ready = bool(s.catalog.services) and s.store.ping()
         if ready:
@@ -45,13 +51,14 @@ def readyz():
         outcome = {"resourceType": "OperationOutcome",
                    "issue": [{"severity": "error", "code": "transient", "diagnostics": "not ready"}]}
         return jsonify(outcome), 503, {"Content-Type": "application/fhir+json"}
+    definitions, store = bool(s.catalog.services), s.store.ping()
     checks = {
-        "definitions": bool(s.catalog.services),
+        "definitions": definitions,
         "knowledge": s.knowledge.version,
-        "store": s.store.ping(),
+        "store": store,
         "auditWriter": s.store.stats(),  # written/failed/dropped/queued: a store outage shows here
     }
-    ready = checks["definitions"] and checks["store"]
+    ready = definitions and store
     body = {"status": "ready" if ready else "not-ready", "checks": checks}
     if ready:
         return jsonify(body)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from .. import metrics
@@ -12,6 +12,7 @@ from ..audit.invocation import Invocation
 from ..errors import CDSError, PayloadTooLarge, UnknownService
 from ..protocol.identity import CallIdentity, identify
 from ..protocol.request import parse_feedback
+from ..services import get_services as services  # the one accessor; `services()` in the views below
 from . import evidence_page
 from .body import read_json
 
@@ -20,8 +21,8 @@ log = logging.getLogger(__name__)
 REFUSED_SERVICE_ID_CHARS = 64  # a refused call's row keeps at most this much of the path's service id
 
 
-def services():
-    return current_app.extensions["cds"]
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)
 
 
 @bp.get("/cds-services", strict_slashes=False)

@@ -5,20 +5,22 @@ that port (from the gunicorn master, for all workers).
 """
 from __future__ import annotations
 
-from flask import Blueprint, Flask, Response, current_app
+from flask import Blueprint, Flask, Response
 
 from .. import metrics
+from ..services import get_services
 
 bp = Blueprint("metrics", __name__)
 
 
-def register(app: Flask) -> None:
-    if not app.extensions["cds"].settings.metrics_port:
+def init_app(app: Flask) -> None:
+    """Mount /metrics unless ``CDS_METRICS_PORT`` serves it on a port of its own."""
+    if not get_services(app).settings.metrics_port:
         app.register_blueprint(bp)
 
 
 @bp.get("/metrics")
 def scrape():
-    metrics.sync_audit(current_app.extensions["cds"].store)
+    metrics.sync_audit(get_services().store)
     body, content_type = metrics.exposition()
     return Response(body, mimetype=None, content_type=content_type, headers={"Cache-Control": "no-store"})

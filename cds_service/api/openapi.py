@@ -5,16 +5,21 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Flask, Response, jsonify
+
+from ..yaml_files import load_yaml
 
 bp = Blueprint("openapi", __name__)
 DOCUMENT = Path(__file__).resolve().parents[1] / "openapi.yaml"
 
 
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)
+
+
 @lru_cache(maxsize=1)
 def openapi_document() -> dict[str, Any]:
-    return yaml.safe_load(DOCUMENT.read_text(encoding="utf-8"))
+    return load_yaml(DOCUMENT.read_text(encoding="utf-8"))
 
 
 @bp.get("/openapi.yaml")

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from ..prefetch.deadline import Deadline
 from ..prefetch.gateway import FhirGateway
 from ..prefetch.templates import TemplateError, render
+from ..services import get_services
 
 DEFAULT_USER = "Practitioner/example"
 FHIR_SCOPES = ("patient/Patient.read", "patient/Observation.read", "patient/MedicationRequest.read",
@@ -115,7 +116,7 @@ class EhrStandIn:
         """The service base URL a JWT audience is built from."""
         if self.service_url:
             return self.service_url
-        public = self.app.extensions["cds"].settings.public_base_url
+        public = get_services(self.app).settings.public_base_url
         return public.rstrip("/") if public else "http://localhost"
 
     def endpoint(self, service_id: str) -> str:

@@ -9,10 +9,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import ConfigurationError
+from ..yaml_files import YAMLError, load_yaml
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 LOINC = "http://loinc.org"
@@ -335,7 +335,7 @@ def load_knowledge(path: str | Path | None = None) -> Knowledge:
         raw: dict[str, Any] = {}
         for name in ("knowledge.yaml", "drugs.yaml"):
             with open(directory / name, encoding="utf-8") as fh:
-                part = yaml.safe_load(fh) or {}
+                part = load_yaml(fh) or {}
             overlap = set(raw) & set(part)
             if overlap:
                 raise ConfigurationError(f"{name}: keys defined twice: {sorted(overlap)}")
@@ -354,7 +354,7 @@ def load_knowledge(path: str | Path | None = None) -> Knowledge:
                 clinical.setdefault(row["rxcui"].strip(), []).append(ing)
     except FileNotFoundError as exc:
         raise ConfigurationError(f"knowledge file missing: {exc.filename}") from None
-    except yaml.YAMLError as exc:
+    except YAMLError as exc:
         raise ConfigurationError(f"knowledge YAML is not valid: {exc}") from None
     except ValidationError as exc:
         raise ConfigurationError(f"knowledge in {directory} is not valid:\n{exc}") from None

@@ -10,6 +10,7 @@ from helpers.processes import serve_wsgi as serve  # noqa: F401 (the audit tests
 from sqlalchemy import select
 
 from cds_service.audit.schema import FeedbackRow, InvocationRow
+from cds_service.services import get_services
 
 PATIENT_VIEW = "magnesium-patient-view"
 
@@ -48,7 +49,7 @@ def patient_view_body(hook_instance: str, mg: float | None = 1.6, patient: str =
 
 
 def rows(app_or_store: Any) -> list[InvocationRow]:
-    store = app_or_store.extensions["cds"].store if hasattr(app_or_store, "extensions") else app_or_store
+    store = get_services(app_or_store).store if hasattr(app_or_store, "extensions") else app_or_store
     assert store.flush(), "audit queue did not drain"
     with store.sessions() as s:
         return list(s.execute(select(InvocationRow).order_by(InvocationRow.id)).scalars())

@@ -11,6 +11,7 @@ from bench.peer import chart_body
 from cds_service.audit.compact import GAP_SAMPLE
 from cds_service.audit.schema import RecordSnapshotRow
 from cds_service.cli import main
+from cds_service.services import get_services
 
 from .helpers import PATIENT_VIEW, patient_view_body, rows
 
@@ -44,7 +45,7 @@ def test_a_realistic_chart_costs_under_8_kb_per_call_and_its_snapshot_is_stored_
         assert resp.status_code == 200 and len(resp.get_json()["cards"]) >= 2
         answers.append(resp.get_json()["cards"])
     stored = rows(app)
-    store = app.extensions["cds"].store
+    store = get_services(app).store
     with store.sessions() as s:
         assert s.scalar(select(func.count()).select_from(RecordSnapshotRow)) == 1  # the same record, stored once
     assert len({r.snapshot_hash for r in stored}) == 1
@@ -69,7 +70,7 @@ def test_a_prefetch_of_50000_unreadable_entries_makes_a_small_row_that_replays_u
     assert "50000 entries could not be read" in gap_card["summary"]
     [row] = rows(app)
     assert row.gap_counts == {"entry-skipped": 50_000} and len(row.gaps) == GAP_SAMPLE
-    assert stored_bytes(app.extensions["cds"].store) < 20 * 1024  # was one gap (and one fact) per entry: ~20 MB
+    assert stored_bytes(get_services(app).store) < 20 * 1024  # was one gap (and one fact) per entry: ~20 MB
     assert row.facts["data-gaps"][-1] == {"kind": "omitted", "count": 50_000 - 60}
     assert len(row.record_snapshot["gaps"]) == GAP_SAMPLE and row.record_snapshot["gapsOmitted"] == {"entry-skipped": 49_990}
     result = CliRunner().invoke(main, ["audit", "replay", "--database-url", db_url])

@@ -1,6 +1,8 @@
 """Feedback: linked to card and invocation, stored once when sent twice, unknown cards kept and flagged."""
 from __future__ import annotations
 
+from cds_service.services import get_services
+
 from .helpers import PATIENT_VIEW, feedback_rows, patient_view_body, rows
 
 
@@ -32,7 +34,7 @@ def test_feedback_linked_stored_once_and_unknown_card_flagged(app_factory, db_ur
     assert unknown.get_json()["feedback"] == [{"card": "00000000-0000-0000-0000-000000000000", "stored": True,
                                               "unknownCard": True}]
 
-    store = app.extensions["cds"].store
+    store = get_services(app).store
     fb = feedback_rows(store)
     assert len(fb) == 2
     known, flagged = fb
@@ -50,7 +52,7 @@ def test_a_later_different_outcome_for_the_same_card_is_a_new_row(app_factory, s
     client.post(f"/cds-services/{PATIENT_VIEW}/feedback", json=_feedback(card["uuid"], "overridden", "2026-11-25T12:05:00Z"))
     client.post(f"/cds-services/{PATIENT_VIEW}/feedback",
                 json=_feedback(card["uuid"], "accepted", "2026-11-25T12:09:00Z", acceptedSuggestions=[{"id": "s-1"}]))
-    fb = feedback_rows(app.extensions["cds"].store)
+    fb = feedback_rows(get_services(app).store)
     assert [(f.outcome, f.accepted_suggestions) for f in fb] == [("overridden", []), ("accepted", ["s-1"])]
 
 
@@ -60,7 +62,7 @@ def test_feedback_while_the_store_is_down_is_a_503_outcome_not_a_500(app_factory
     from cds_service.audit.store import make_engine
 
     app = app_factory(database_url=sqlite_url)
-    store = app.extensions["cds"].store
+    store = get_services(app).store
     store.sessions = sessionmaker(make_engine("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1"))
     resp = app.test_client().post(f"/cds-services/{PATIENT_VIEW}/feedback", json=_feedback("c-1"))
     assert resp.status_code == 503
@@ -77,7 +79,7 @@ def test_feedback_that_arrives_before_its_call_is_shipped_is_linked_when_it_is(a
     from .helpers import PATIENT_VIEW, patient_view_body, rows
 
     app = app_factory()
-    store = app.extensions["cds"].store
+    store = get_services(app).store
     client = app.test_client()
     held = []
     real = store._ship_batch

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cds_service.services import get_services
+
 from .helpers import ISSUER, PATIENT_VIEW, client_jwt, failing_fhir_server, patient_view_body, rows, serve, trusted_issuers_file
 
 URL = f"/cds-services/{PATIENT_VIEW}"
@@ -24,7 +26,7 @@ def test_200_row_has_everything_needed_to_replay_and_no_token(app_factory, tmp_p
     assert (row.status, row.service_id, row.hook, row.hook_instance) == (200, PATIENT_VIEW, "patient-view", "hi-200")
     assert (row.patient_id, row.user_id, row.encounter_id) == ("p1", "Practitioner/dr-1", "enc-1")
     assert row.fhir_server == "http://127.0.0.1:9/fhir"
-    assert row.knowledge_version == app.extensions["cds"].knowledge.version
+    assert row.knowledge_version == get_services(app).knowledge.version
     assert row.latency_ms > 0
     assert "hypomagnesemia" in row.rules_evaluated and "hypomagnesemia" in row.rules_fired
     assert row.cards == cards
@@ -34,7 +36,7 @@ def test_200_row_has_everything_needed_to_replay_and_no_token(app_factory, tmp_p
     assert row.record_snapshot["labs"]["magnesium"][0]["value"] == 1.6
     assert row.evaluated_at is not None
     # never a token or a JWT, anywhere in the database file
-    app.extensions["cds"].store.close()
+    get_services(app).store.close()
     raw = b"".join(p.read_bytes() for p in Path(tmp_path).rglob("*") if p.is_file() and "outcomes.sqlite3" in str(p))  # + spool
     assert secret.encode() not in raw and jwt_like.encode() not in raw
     assert b"hi-200" in raw  # the search above does read the stored rows
@@ -120,7 +122,7 @@ class _BrokenGateway:
 
 
 def test_500_internal_fault_is_recorded_without_the_message(app_factory):
-    app = app_factory(GATEWAY=_BrokenGateway())
+    app = app_factory(gateway=_BrokenGateway())
     body = patient_view_body("hi-500", fhirServer="http://127.0.0.1:9/fhir")
     del body["prefetch"]["observations"]
     resp = app.test_client().post(URL, json=body)
@@ -147,6 +149,6 @@ def test_the_verified_client_is_recorded_but_never_its_token(app_factory, tmp_pa
     assert resp.status_code == 200, resp.get_data(as_text=True)
     [row] = rows(app)
     assert (row.status, row.client) == (200, f"{ISSUER} sub=ehr-client-7")
-    app.extensions["cds"].store.close()
+    get_services(app).store.close()
     raw = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and "client.sqlite3" in str(p))  # + spool
     assert token.encode() not in raw and token.split(".")[2].encode() not in raw and b"hi-jwt" in raw

@@ -14,6 +14,7 @@ from sqlalchemy.orm import sessionmaker
 from cds_service.audit.schema import CardRow, FeedbackRow, InvocationRow
 from cds_service.audit.store import AuditStore, make_engine
 from cds_service.cli import main
+from cds_service.services import get_services
 
 from .helpers import PATIENT_VIEW, card, feedback_rows, invocation, patient_view_body, rows
 
@@ -23,7 +24,7 @@ DOWN = "postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1"  # nothi
 
 def test_store_outage_keeps_records_in_the_spool_and_ships_them_when_it_returns(app_factory):
     app = app_factory()
-    store = app.extensions["cds"].store
+    store = get_services(app).store
     working = store.sessions
     store.sessions = sessionmaker(make_engine(DOWN))  # the database goes away after start-up
     resp = app.test_client().post(f"/cds-services/{PATIENT_VIEW}", json=patient_view_body("hi-outage"))
@@ -163,7 +164,7 @@ def test_a_burst_is_written_in_batches_and_one_bad_record_loses_no_other(sqlite_
 def test_get_returns_cards_facts_and_the_decompressed_snapshot_by_hook_instance(app_factory):
     app = app_factory()
     resp = app.test_client().post(f"/cds-services/{PATIENT_VIEW}", json=patient_view_body("hi-get", mg=1.1))
-    store = app.extensions["cds"].store
+    store = get_services(app).store
     assert store.flush()
     got = store.get("hi-get")
     assert got["cards"] == resp.get_json()["cards"]

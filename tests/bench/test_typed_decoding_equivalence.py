@@ -19,10 +19,12 @@ from bench.peer import chart_body
 from cds_service import create_app
 from cds_service.api.body import decode_typed
 from cds_service.audit.invocation import Invocation
+from cds_service.config import Settings
 from cds_service.fixtures import HOOKS, SERVICE_FOR_HOOK, prefetch_for, stored_resources
 from cds_service.record import lean
 from cds_service.record.builder import RecordBuilder, ResolvedData
 from cds_service.record.dates import parse_fhir_datetime
+from cds_service.services import get_services
 
 REPO = Path(__file__).resolve().parents[2]
 REQUESTS = sorted((REPO / "fixtures" / "requests").glob("*.json"))
@@ -32,15 +34,15 @@ SYNTHEA = sorted(synthea_dir().glob("*.json"))
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory):
+def engine(tmp_path_factory, knowledge):
     db = tmp_path_factory.mktemp("typed") / "audit.sqlite3"
     clock = {"now": FIXED_NOW}
-    app = create_app({"database_url": f"sqlite:///{db}", "CLOCK": lambda: clock["now"], "auth_mode": "off",
-                      "log_level": "WARNING"})
-    eng = app.extensions["cds"].engine
+    app = create_app(Settings.from_env(database_url=f"sqlite:///{db}", auth_mode="off"), knowledge=knowledge,
+                     clock=lambda: clock["now"])
+    eng = get_services(app).engine
     eng.test_clock = clock
     yield eng
-    app.extensions["cds"].store.close()
+    get_services(app).store.close()
 
 
 def typed_observations(body: dict) -> int:

@@ -8,6 +8,7 @@ from audit.conftest import postgres_url  # noqa: F401  (a fresh PostgreSQL datab
 from helpers.env import FIXED_NOW
 
 from cds_service.fixtures import SERVICE_FOR_HOOK, build_request
+from cds_service.services import get_services
 
 KEY = "evidence-test-key-0123456789-abcdefghij"
 
@@ -29,7 +30,7 @@ def evidence_app(app_factory):
 
 def fixture_call(app, scenario: str, hook: str) -> tuple[dict, dict]:
     """(request body, response JSON) of a fixture scenario's hook call through the app's HTTP layer."""
-    s = app.extensions["cds"]
+    s = get_services(app)
     body = build_request(scenario, hook, s.catalog, FIXED_NOW)
     resp = app.test_client().post(f"/cds-services/{SERVICE_FOR_HOOK[hook]}", json=body)
     assert resp.status_code == 200, resp.get_json()

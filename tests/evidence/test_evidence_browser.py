@@ -16,6 +16,7 @@ from audit.helpers import rows, serve
 from helpers.env import FIXED_NOW
 
 from cds_service.fixtures import SERVICE_FOR_HOOK, build_request
+from cds_service.services import get_services
 
 from .conftest import KEY, card_of
 
@@ -51,7 +52,7 @@ def driver():
 
 
 def _call(base: str, app, scenario: str, hook: str) -> dict:
-    body = build_request(scenario, hook, app.extensions["cds"].catalog, FIXED_NOW)
+    body = build_request(scenario, hook, get_services(app).catalog, FIXED_NOW)
     resp = requests.post(f"{base}/cds-services/{SERVICE_FOR_HOOK[hook]}", json=body, timeout=30)
     assert resp.status_code == 200, resp.text[:500]
     return resp.json()
@@ -97,7 +98,7 @@ def test_refractory_patient_view_card_opens_its_evidence(app_factory, driver):
     from selenium.webdriver.common.by import By
 
     app = app_factory(evidence_key=KEY)
-    knowledge = app.extensions["cds"].knowledge
+    knowledge = get_services(app).knowledge
     with serve(app) as base:
         response = _call(base, app, "mg-refractory-01", "patient-view")
         card = card_of(response, "refractory-hypomagnesemia")
@@ -132,7 +133,7 @@ def test_order_sign_card_opens_its_evidence(app_factory, driver):
         card = card_of(response, "order-iv-magnesium")
         [row] = rows(app)
         driver.get(card["links"][0]["url"])
-        _check_chart(driver, row.record_snapshot["labs"]["magnesium"], app.extensions["cds"].knowledge)
+        _check_chart(driver, row.record_snapshot["labs"]["magnesium"], get_services(app).knowledge)
         hollow = driver.find_elements(By.CSS_SELECTOR, 'g.panel[data-analyte="magnesium"] circle.point.not-counted')
         assert [p.get_attribute("data-date") for p in hollow] == ["2026-10-26"]
         assert "superseded" in hollow[0].find_element(By.TAG_NAME, "title").get_attribute("textContent")
@@ -156,7 +157,7 @@ def test_link_opens_from_another_origin_and_bad_links_get_403(app_factory, drive
     from selenium.webdriver.common.by import By
 
     app = app_factory(evidence_key=KEY)
-    signer = app.extensions["cds_evidence"]
+    signer = get_services(app).evidence_signer
     with serve(app) as base:
         response = _call(base, app, "mg-refractory-01", "patient-view")
         card = card_of(response, "femg-needed")
@@ -170,7 +171,7 @@ def test_link_opens_from_another_origin_and_bad_links_get_403(app_factory, drive
             while len(driver.window_handles) < 2 and time.monotonic() < deadline:
                 time.sleep(0.1)
             driver.switch_to.window(driver.window_handles[-1])
-            _check_chart(driver, row.record_snapshot["labs"]["magnesium"], app.extensions["cds"].knowledge)
+            _check_chart(driver, row.record_snapshot["labs"]["magnesium"], get_services(app).knowledge)
             assert driver.current_url == link
             driver.close()
             driver.switch_to.window(driver.window_handles[0])

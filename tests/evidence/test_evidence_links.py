@@ -14,6 +14,7 @@ from audit.helpers import client_jwt, rows, trusted_issuers_file
 
 from cds_service.config import Settings
 from cds_service.evidence.tokens import AUDIENCE, EvidenceSigner, LinkRefused
+from cds_service.services import get_services
 
 from .conftest import KEY, card_of, fixture_call, path_of
 
@@ -89,7 +90,7 @@ def test_page_shows_the_card_its_rule_and_every_magnesium_value(evidence_app):
     assert sorted(re.search(r'data-date="([^"]+)"', p).group(1) for p in points) == \
         sorted(m["effective"][:10] for m in magnesium)
     for key in ("magnesium_low", "magnesium_severe", "magnesium_ctcae_g3", "magnesium_ctcae_g4"):
-        value = evidence_app.extensions["cds"].knowledge.threshold(key).value
+        value = get_services(evidence_app).knowledge.threshold(key).value
         assert f'data-key="{key}" data-value="{float(value)}"' in html
     # panels for what the card used: calcium (alfacalcidol step), creatinine and kidney function (Cockcroft-Gault)
     assert re.findall(r'<g class="panel" data-analyte="([^"]+)"', html) == ["magnesium", "calcium", "creatinine",
@@ -136,7 +137,7 @@ def test_tampered_foreign_expired_and_missing_tokens_get_a_403_page_without_pati
     other = card_of(response, "femg-needed")
     tampered_payload = base64.urlsafe_b64encode(json.dumps({**_claims(url), "card": other["uuid"]}).encode()).decode().rstrip("=")
     unsigned = jwt.encode(_claims(url), key=None, algorithm="none")
-    signer: EvidenceSigner = evidence_app.extensions["cds_evidence"]
+    signer: EvidenceSigner = get_services(evidence_app).evidence_signer
     expired = signer.token(card["uuid"], rows(evidence_app)[0].received_at.replace(tzinfo=UTC),
                            now=time.time() - 3601)
     cases = {
@@ -165,7 +166,7 @@ def test_tampered_foreign_expired_and_missing_tokens_get_a_403_page_without_pati
 def test_link_expires_after_its_lifetime(evidence_app):
     _, response = fixture_call(evidence_app, *REFRACTORY)
     path = path_of(response["cards"][0]["links"][0]["url"])
-    signer: EvidenceSigner = evidence_app.extensions["cds_evidence"]
+    signer: EvidenceSigner = get_services(evidence_app).evidence_signer
     client = evidence_app.test_client()
     issued = _claims(path)["iat"]
     rows(evidence_app)
@@ -180,7 +181,7 @@ def test_page_needs_no_client_jwt_while_the_hooks_still_do(app_factory, tmp_path
     app = app_factory(evidence_key=KEY, auth_mode="required", trusted_issuers_file=trusted_issuers_file(tmp_path))
     from cds_service.fixtures import build_request
 
-    s = app.extensions["cds"]
+    s = get_services(app)
     body = build_request("mg-refractory-01", "patient-view", s.catalog, s.engine.clock())
     client = app.test_client()
     assert client.post("/cds-services/magnesium-patient-view", json=body).status_code == 401
@@ -215,7 +216,7 @@ def test_call_still_in_the_writer_queue_gets_a_reload_page_then_the_evidence(app
 
 
 def test_valid_link_to_a_record_no_longer_stored_is_a_404_page_at_once(evidence_app):
-    signer: EvidenceSigner = evidence_app.extensions["cds_evidence"]
+    signer: EvidenceSigner = get_services(evidence_app).evidence_signer
     gone = signer.token("0b6e3f57-5d1a-5a57-9d7b-5a7e0b1c2d3e", datetime.now(UTC) - timedelta(minutes=30))
     started = time.monotonic()
     resp = evidence_app.test_client().get(f"/evidence?token={gone}")
@@ -260,7 +261,7 @@ def test_odd_audit_rows_render_a_page_not_a_500(evidence_app):
     """Rows written by older versions or by hand: junk facts, an unreadable snapshot, no snapshot at all."""
     from cds_service.audit.invocation import Invocation
 
-    store = evidence_app.extensions["cds"].store
+    store = get_services(evidence_app).store
     card = {"uuid": "8d3c2f8e-1111-4c55-9d59-0b1e7c3d2a10", "summary": "odd row", "indicator": "warning",
             "detail": "**d** <script>alert(1)</script> [x](javascript:alert(1)) <img src=x onerror=alert(1)>",
             "source": {"label": "x", "topic": {"code": "refractory-hypomagnesemia"}}}
@@ -280,7 +281,7 @@ def test_odd_audit_rows_render_a_page_not_a_500(evidence_app):
                       facts=None, record_snapshot=None)  # type: ignore[arg-type]
     for inv in (odd, bare):
         store.record_invocation(inv)
-    signer: EvidenceSigner = evidence_app.extensions["cds_evidence"]
+    signer: EvidenceSigner = get_services(evidence_app).evidence_signer
     rows(evidence_app)
     client = evidence_app.test_client()
     html = client.get(f"/evidence?token={signer.token(card['uuid'], odd.received_at)}").get_data(as_text=True)
@@ -309,7 +310,7 @@ def test_a_failing_link_never_costs_the_cards(evidence_app):
         def token(self, *args, **kwargs):
             raise RuntimeError("signing failed")
 
-    evidence_app.extensions["cds_evidence"] = BrokenSigner()
+    get_services(evidence_app).evidence_signer = BrokenSigner()
     _, response = fixture_call(evidence_app, *REFRACTORY)
     assert {c["source"]["topic"]["code"] for c in response["cards"]} == {"refractory-hypomagnesemia", "femg-needed"}
     assert all("links" not in c for c in response["cards"])

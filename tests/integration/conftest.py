@@ -48,4 +48,4 @@ def kit_app(app_factory, outbound):
     gateway = FhirGateway(call_timeout=5.0, retries=2, page_limit=5)
     for prefix, adapter in list(gateway.session.adapters.items()):
         gateway.session.mount(prefix, RecordingAdapter(adapter, outbound))
-    return app_factory(GATEWAY=gateway, fetch_deadline_seconds=10.0, fetch_call_timeout_seconds=5.0)
+    return app_factory(gateway=gateway, fetch_deadline_seconds=10.0, fetch_call_timeout_seconds=5.0)

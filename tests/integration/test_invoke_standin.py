@@ -198,7 +198,7 @@ def test_invoke_against_a_running_service_matches_in_process(sid, prefetch, load
 
     assert result.exit_code == 0, result.output
     served = topic_codes(json.loads(result.output)["cards"])
-    app = app_factory(CLOCK=None)  # the real clock, like the served process
+    app = app_factory(clock=None)  # the real clock, like the served process
     local = EhrStandIn(fhir_base=fhir_base, app=app)
     built = local.build_request("order-sign", sid, draft_orders=json.loads(scenario.drafts_path.read_text()), prefetch=prefetch)
     in_process = local.call(built)

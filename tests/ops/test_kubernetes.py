@@ -138,13 +138,14 @@ def test_generated_config_maps_are_in_step_and_make_a_working_service(tmp_path):
             (folder / file).write_text(text)
     from cds_service import create_app
     from cds_service.knowledge import load_knowledge
+    from cds_service.services import get_services
 
-    app = create_app({"hooks_dir": str(tmp_path / "cds-hooks"), "knowledge_dir": str(tmp_path / "cds-knowledge"),
-                      "database_url": "sqlite://", "auth_mode": "off"})
+    app = create_app(Settings.from_env(hooks_dir=str(tmp_path / "cds-hooks"), knowledge_dir=str(tmp_path / "cds-knowledge"),
+                                       database_url="sqlite://", auth_mode="off"))
     services = app.test_client().get("/cds-services").get_json()["services"]
     assert {s["id"] for s in services} == {p.stem for p in (REPO / "hooks").glob("*.yaml")}
-    assert app.extensions["cds"].knowledge.version == load_knowledge().version
-    app.extensions["cds"].store.close()
+    assert get_services(app).knowledge.version == load_knowledge().version
+    get_services(app).store.close()
 
 
 # ---------------------------------------------------------------------- the proxy, for real

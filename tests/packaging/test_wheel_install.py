@@ -25,7 +25,9 @@ from helpers.processes import free_port as _free_port
 from helpers.processes import wait_until_healthy
 
 from cds_service.app import create_app
+from cds_service.config import Settings
 from cds_service.fixtures import list_scenarios, request_files
+from cds_service.services import get_services
 
 pytestmark = pytest.mark.wheel
 
@@ -105,11 +107,11 @@ def installed(tmp_path_factory) -> Installed:
 @pytest.fixture(scope="module")
 def checkout_requests() -> dict[str, str]:
     """The ready hook requests as the checkout builds them (its own hooks/ and fixtures/)."""
-    app = create_app({"database_url": "sqlite://", "log_level": "WARNING"})
+    app = create_app(Settings.from_env(database_url="sqlite://"))
     try:
-        return request_files(app.extensions["cds"].catalog, FIXED_NOW, REPO / "fixtures")
+        return request_files(get_services(app).catalog, FIXED_NOW, REPO / "fixtures")
     finally:
-        app.extensions["cds"].store.close()
+        get_services(app).store.close()
 
 
 def _service_ids_in_repo() -> set[str]:

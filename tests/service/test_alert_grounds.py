@@ -17,21 +17,23 @@ from helpers.env import FIXED_NOW
 from bench.burden import synthea_dir
 from cds_service import create_app
 from cds_service.audit.invocation import Invocation
+from cds_service.config import Settings
 from cds_service.fixtures import HOOKS, SERVICE_FOR_HOOK, build_request, list_scenarios, prefetch_for, stored_resources
 from cds_service.knowledge import Knowledge
 from cds_service.record.dates import parse_fhir_datetime
+from cds_service.services import get_services
 
 SYNTHEA_FILES = sorted(synthea_dir().glob("*.json"))
 ABNORMAL_CODES = {"L", "LL", "LU", "H", "HH", "HU", "A", "AA", "<", ">"}
 
 
 @pytest.fixture(scope="module")
-def cds(tmp_path_factory):
+def cds(tmp_path_factory, knowledge):
     clock = {"now": FIXED_NOW}
     db = tmp_path_factory.mktemp("grounds") / "audit.sqlite3"
-    app = create_app({"database_url": f"sqlite:///{db}", "CLOCK": lambda: clock["now"], "auth_mode": "off",
-                      "allow_http_fhir": True})
-    services = app.extensions["cds"]
+    app = create_app(Settings.from_env(database_url=f"sqlite:///{db}", auth_mode="off", allow_http_fhir=True),
+                     knowledge=knowledge, clock=lambda: clock["now"])
+    services = get_services(app)
     services.clock = clock
     yield services
     services.store.close()

@@ -8,6 +8,7 @@ from helpers.fhir import full_prefetch, hook_request
 
 from cds_service.prefetch.deadline import EXTRA_FETCH_FLOOR, KEY_FETCH_FLOOR, REQUEST_FLOOR, Deadline
 from cds_service.prefetch.gateway import FetchResult, FhirGateway
+from cds_service.services import get_services
 
 
 def test_a_deadline_counts_down_from_its_start():
@@ -57,7 +58,7 @@ class RecordingGateway:
 @pytest.mark.parametrize("seconds", [2.0, 7.5])
 def test_one_deadline_from_the_start_of_the_call_reaches_every_fetch(app_factory, seconds):
     gateway = RecordingGateway()
-    engine = app_factory(GATEWAY=gateway, fetch_deadline_seconds=seconds).extensions["cds"].engine
+    engine = get_services(app_factory(gateway=gateway, fetch_deadline_seconds=seconds)).engine
     prefetch = full_prefetch()
     del prefetch["conditions"]  # fetched
     prefetch["medicationRequests"]["entry"] = [{"resource": {
@@ -76,7 +77,7 @@ def test_one_deadline_from_the_start_of_the_call_reaches_every_fetch(app_factory
 
 def test_referenced_medications_are_not_fetched_with_too_little_time_left(app_factory):
     gateway = RecordingGateway()
-    engine = app_factory(GATEWAY=gateway, fetch_deadline_seconds=EXTRA_FETCH_FLOOR / 2).extensions["cds"].engine
+    engine = get_services(app_factory(gateway=gateway, fetch_deadline_seconds=EXTRA_FETCH_FLOOR / 2)).engine
     prefetch = full_prefetch()
     prefetch["medicationRequests"]["entry"] = [{"resource": {
         "resourceType": "MedicationRequest", "id": "mr-1", "status": "active", "intent": "order",

@@ -64,7 +64,7 @@ def test_discovery_prefetch_uses_only_cds_hooks_tokens_and_the_magnesium_value_s
 
 def test_discovery_lookback_start_follows_the_clock(app_factory, knowledge):
     later = datetime(2027, 3, 1, 9, 30, tzinfo=UTC)
-    client = app_factory(CLOCK=lambda: later).test_client()
+    client = app_factory(clock=lambda: later).test_client()
     obs = client.get("/cds-services").get_json()["services"][0]["prefetch"]["observations"]
     expected = (later - timedelta(days=int(knowledge.policy("lookback_days")))).date().isoformat()
     assert f"date=ge{expected}" in obs

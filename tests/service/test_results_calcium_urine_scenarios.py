@@ -12,6 +12,7 @@ from cds_service.config import Settings
 from cds_service.definitions import load_definitions
 from cds_service.fixtures import SERVICE_FOR_HOOK, build_request
 from cds_service.knowledge import load_knowledge
+from cds_service.services import get_services
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +106,7 @@ def test_an_ehr_sending_two_versions_and_a_resend_gets_the_latest_counted_once_a
     assert "data-gaps" not in rules_of(body)
     hypo = next(c for c in body["cards"] if c["source"]["topic"]["code"] == "hypomagnesemia")
     assert "1.50 mg/dL" in hypo["summary"] and hypo["indicator"] == "warning"  # not the superseded 0.9 (critical)
-    store = app.extensions["cds"].store
+    store = get_services(app).store
     assert store.flush(), "audit queue did not drain"
     with store.sessions() as session:
         [row] = session.execute(select(InvocationRow)).scalars().all()

@@ -39,6 +39,7 @@ from cds_service.knowledge import load_knowledge
 from cds_service.protocol.request import parse_hook_request
 from cds_service.record.dates import parse_fhir_datetime
 from cds_service.rules import RULES_BY_ID
+from cds_service.services import get_services
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 SCENARIOS = list_scenarios()
@@ -58,14 +59,14 @@ def _id(case) -> str:
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    """One app for the module (same configuration as conftest's app_factory; building one costs ~0.6 s)."""
+def app(tmp_path_factory, knowledge):
+    """One app for the module (same configuration as conftest's app_factory)."""
     db = tmp_path_factory.mktemp("scenarios") / "audit.sqlite3"
-    application = create_app({"database_url": f"sqlite:///{db}", "CLOCK": lambda: FIXED_NOW, "auth_mode": "off",
-                              "allow_http_fhir": True})
+    application = create_app(Settings.from_env(database_url=f"sqlite:///{db}", auth_mode="off", allow_http_fhir=True),
+                             knowledge=knowledge, clock=lambda: FIXED_NOW)
     application.config["TESTING"] = True
     yield application
-    application.extensions["cds"].store.close()
+    get_services(application).store.close()
 
 
 @pytest.fixture(scope="module")

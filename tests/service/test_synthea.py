@@ -19,6 +19,7 @@ from cds_service.fixtures import HOOKS, SERVICE_FOR_HOOK, prefetch_for, stored_r
 from cds_service.knowledge import RXNORM, load_knowledge
 from cds_service.record.builder import RecordBuilder, ResolvedData
 from cds_service.record.dates import parse_fhir_datetime
+from cds_service.services import get_services
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -74,13 +75,13 @@ def clock():
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory, clock):
+def app(tmp_path_factory, clock, knowledge):
     db = tmp_path_factory.mktemp("synthea") / "audit.sqlite3"
-    application = create_app({"database_url": f"sqlite:///{db}", "CLOCK": lambda: clock["now"], "auth_mode": "off",
-                              "allow_http_fhir": True})
+    application = create_app(Settings.from_env(database_url=f"sqlite:///{db}", auth_mode="off", allow_http_fhir=True),
+                             knowledge=knowledge, clock=lambda: clock["now"])
     application.config["TESTING"] = True
     yield application
-    application.extensions["cds"].store.close()
+    get_services(application).store.close()
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name.split("_")[0] + "_" + p.name.split("_")[1])
@@ -89,7 +90,7 @@ def test_every_hook_answers_without_parsing_gaps(app, client, clock, path, as_of
     patient_id, resources = _load(path)
     now = _clock_for(resources) if as_of == "their-last-visit" else FIXED_NOW
     clock["now"] = now
-    catalog = app.extensions["cds"].catalog
+    catalog = get_services(app).catalog
     drafts = _drafts(resources)
     read_labs = 0
     for hook in HOOKS:

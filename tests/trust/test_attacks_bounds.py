@@ -11,6 +11,7 @@ from sqlalchemy import select
 from trustkit import BASE, ISS, bearer, jwks, write_issuers
 
 from cds_service.audit.schema import InvocationRow
+from cds_service.services import get_services
 
 SERVICE = "magnesium-patient-view"
 
@@ -84,7 +85,7 @@ def test_a_refused_call_is_a_compact_audit_row(app_factory, tmp_path, es384):
     client = app.test_client()
     assert client.post(f"/cds-services/{SERVICE}", json=body, headers=bearer("not-a-jwt")).status_code == 401
     assert client.post(f"/cds-services/{long_id}", json=body).status_code == 401
-    store = app.extensions["cds"].store
+    store = get_services(app).store
     assert store.flush()
     with store.sessions() as s:
         rows = list(s.execute(select(InvocationRow).order_by(InvocationRow.id)).scalars())
@@ -100,7 +101,7 @@ def test_a_refused_call_is_a_compact_audit_row(app_factory, tmp_path, es384):
 def test_readyz_shows_only_the_status_to_strangers(app_factory, tmp_path, es384):
     issuers = write_issuers(tmp_path / "issuers.yaml", [{"iss": ISS, "jwks": jwks(es384)}])
     app = app_factory(auth_mode="required", trusted_issuers_file=issuers)
-    store = app.extensions["cds"].store
+    store = get_services(app).store
     store._note_error("OperationalError: could not connect to server at db.internal:5432")
     client = app.test_client()
     anonymous = client.get("/readyz")

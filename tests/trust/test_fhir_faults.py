@@ -29,6 +29,8 @@ from helpers.fhir_stub import FhirStub, Reply, closed_port_url, fhir_stub, pagin
 from urllib3.connection import HTTPConnection
 from urllib3.exceptions import NewConnectionError
 
+from cds_service.services import get_services
+
 URL = "/cds-services/magnesium-patient-view"
 TOKEN = "secret-ehr-token-b9c1d2"
 LOW_MG = magnesium("mg-low", 1.3, when="2026-11-22T06:00:00Z")
@@ -301,7 +303,7 @@ def test_an_endless_trickle_is_cut_off_at_the_deadline(app_factory, fhir_stub):
 
 def test_default_deadline_holds_with_a_server_that_never_answers(app_factory, fhir_stub):
     client = app_factory().test_client()
-    deadline = client.application.extensions["cds"].settings.fetch_deadline_seconds
+    deadline = get_services(client.application).settings.fetch_deadline_seconds
     assert deadline <= 2.0
     for rtype in KEY_TYPES.values():
         fhir_stub.on(rtype, Reply(body=bundle(), delay=deadline + 5.0))

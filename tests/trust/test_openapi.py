@@ -14,23 +14,25 @@ from trustkit import BASE, ISS, Signer, jwks, write_issuers
 
 from cds_service.api.openapi import DOCUMENT
 from cds_service.app import create_app
+from cds_service.config import Settings
+from cds_service.services import get_services
 
 SIGNER = Signer("ES384", kid="schemathesis")
 
 
 @pytest.fixture(scope="module")
-def fuzz_app(tmp_path_factory):
+def fuzz_app(tmp_path_factory, knowledge):
     tmp = tmp_path_factory.mktemp("fuzz")
     issuers = write_issuers(tmp / "issuers.yaml", [{"iss": ISS, "jwks": jwks(SIGNER)}])
-    app = create_app({
-        "database_url": f"sqlite:///{tmp}/audit.sqlite3", "auth_mode": "required",
-        "trusted_issuers_file": issuers, "log_level": "ERROR",
+    settings = Settings.from_env(
+        database_url=f"sqlite:///{tmp}/audit.sqlite3", auth_mode="required", trusted_issuers_file=issuers,
         # never leave the process: any fhirServer a generated case names is off the allowlist
-        "fhir_server_allowlist": ("https://fhir.invalid/r4",),
-    })
+        fhir_server_allowlist=("https://fhir.invalid/r4",),
+    )
+    app = create_app(settings, knowledge=knowledge)
     app.config["TESTING"] = True
     yield app
-    app.extensions["cds"].store.close()
+    get_services(app).store.close()
 
 
 OPERATIONS = ["GET /cds-services", "POST /cds-services/{service_id}", "POST /cds-services/{service_id}/feedback",
@@ -42,7 +44,7 @@ def api_schema(fuzz_app):
     # Generation is narrowed to this deployment's service ids so cases reach the engine instead of 404;
     # responses are still validated against the document as shipped.
     doc = yaml.safe_load(DOCUMENT.read_text(encoding="utf-8"))
-    doc["components"]["parameters"]["ServiceId"]["schema"]["enum"] = sorted(fuzz_app.extensions["cds"].catalog.services)
+    doc["components"]["parameters"]["ServiceId"]["schema"]["enum"] = sorted(get_services(fuzz_app).catalog.services)
     schema = schemathesis.openapi.from_dict(doc)  # from_wsgi would leave out the document's own path
     schema.app = fuzz_app  # calls go to the WSGI app in process: no network
     return schema
