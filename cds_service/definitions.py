@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -18,8 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigurationError
 from .knowledge import LOINC, Knowledge
 
-SUPPORTED_HOOKS = ("patient-view", "order-select", "order-sign")
-REQUIRED_CONTEXT = {
+Hook = Literal["patient-view", "order-select", "order-sign"]
+HOOKS: tuple[Hook, ...] = get_args(Hook)  # the CDS hooks this service answers
+REQUIRED_CONTEXT: dict[Hook, tuple[str, ...]] = {
     "patient-view": ("userId", "patientId"),
     "order-select": ("userId", "patientId", "selections", "draftOrders"),
     "order-sign": ("userId", "patientId", "draftOrders"),
@@ -59,7 +60,7 @@ class PrefetchDef(BaseModel):
 class ServiceDefinition(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     id: str = Field(pattern=r"^[A-Za-z0-9\-.]+$")
-    hook: Literal["patient-view", "order-select", "order-sign"]
+    hook: Hook
     title: str
     description: str
     usageRequirements: str = ""

@@ -22,11 +22,10 @@ from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 
-from .definitions import ServiceCatalog, ServiceDefinition
+from .definitions import HOOKS, ServiceCatalog, ServiceDefinition
 from .prefetch.templates import render
 from .record.dates import parse_fhir_date, parse_fhir_datetime
 
-HOOKS = ("patient-view", "order-select", "order-sign")
 SERVICE_FOR_HOOK = {
     "patient-view": "magnesium-patient-view",
     "order-select": "magnesium-order-select",

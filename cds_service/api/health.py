@@ -5,6 +5,8 @@ import logging
 
 from flask import Blueprint, current_app, jsonify, request
 
+from ..media import FHIR_JSON
+
 bp = Blueprint("health", __name__)
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ def readyz():
             return jsonify({"status": "ready"})
         outcome = {"resourceType": "OperationOutcome",
                    "issue": [{"severity": "error", "code": "transient", "diagnostics": "not ready"}]}
-        return jsonify(outcome), 503, {"Content-Type": "application/fhir+json"}
+        return jsonify(outcome), 503, {"Content-Type": FHIR_JSON}
     checks = {
         "definitions": bool(s.catalog.services),
         "knowledge": s.knowledge.version,
@@ -59,4 +61,4 @@ def readyz():
         "resourceType": "OperationOutcome",
         "issue": [{"severity": "error", "code": "transient", "diagnostics": f"not ready: {checks}"}],
     }
-    return jsonify(outcome), 503, {"Content-Type": "application/fhir+json"}
+    return jsonify(outcome), 503, {"Content-Type": FHIR_JSON}

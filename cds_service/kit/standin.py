@@ -21,8 +21,10 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from ..media import FHIR_JSON
 from ..prefetch.gateway import FhirGateway
 from ..prefetch.templates import TemplateError, render
+from ..protocol.card import card_topic
 
 DEFAULT_USER = "Practitioner/example"
 FHIR_SCOPES = ("patient/Patient.read", "patient/Observation.read", "patient/MedicationRequest.read",
@@ -127,7 +129,7 @@ class EhrStandIn:
         url = f"{self.fhir_base}/metadata"
         hint = "check --fhir-base (the FHIR base URL, e.g. http://127.0.0.1:8089/fhir; `bash scripts/fhir-server.sh start` runs a test server)"
         try:
-            resp = self.session.get(url, headers={"Accept": "application/fhir+json"}, timeout=min(self.timeout, 10.0))
+            resp = self.session.get(url, headers={"Accept": FHIR_JSON}, timeout=min(self.timeout, 10.0))
         except requests.RequestException as exc:
             raise StandInError(f"FHIR server {self.fhir_base}: cannot connect ({type(exc).__name__}); {hint}") from None
         if resp.status_code != 200:
@@ -264,7 +266,7 @@ def default_selections(draft_orders: dict[str, Any]) -> list[str]:
 
 
 def topic_codes(cards: Iterable[dict[str, Any]]) -> list[str]:
-    return sorted(((c.get("source") or {}).get("topic") or {}).get("code", "") for c in cards)
+    return sorted(card_topic(c) for c in cards)
 
 
 def cards_table(cards: list[dict[str, Any]], width: int = 100) -> str:
@@ -273,7 +275,7 @@ def cards_table(cards: list[dict[str, Any]], width: int = 100) -> str:
         return "No cards."
     rows = []
     for c in cards:
-        rule = ((c.get("source") or {}).get("topic") or {}).get("code", "")
+        rule = card_topic(c)
         sugg = "; ".join(s.get("label", "") for s in c.get("suggestions") or []) or "-"
         rows.append((c.get("indicator", ""), rule, c.get("summary", ""), sugg))
     w_ind = max(len("INDICATOR"), *(len(r[0]) for r in rows))
