@@ -81,7 +81,7 @@ def list_scenarios(directory: str | Path | None = None) -> list[Scenario]:
     out: list[Scenario] = []
     for item in raw.get("scenarios") or []:
         sid = item["id"]
-        expected = {hook: frozenset(item.get("expected", {}).get(hook) or ()) for hook in HOOKS}
+        expected: dict[str, frozenset[str]] = {hook: frozenset(item.get("expected", {}).get(hook) or ()) for hook in HOOKS}
         drafts = item.get("drafts")
         sel = item.get("selections")
         out.append(Scenario(

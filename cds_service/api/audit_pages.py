@@ -63,6 +63,8 @@ def index():
         accepted: dict[str, dict[Any, int]] = defaultdict(lambda: defaultdict(int))
         answered: dict[str, dict[Any, int]] = defaultdict(lambda: defaultdict(int))
         for fb in latest_feedback(feedback_for(session, list(day_of))).values():
+            if fb.invocation_id is None:  # feedback_for selects by invocation: never, but the column may be null
+                continue
             day = day_of[fb.invocation_id]
             answered[fb.rule or ""][day] += 1
             if fb.outcome == "accepted":
@@ -74,7 +76,7 @@ def index():
         ]
         recent = [invocation_dict(r, snapshot=False) for r in
                   iter_invocations(session, limit=RECENT, newest_first=True)]
-        outcome = {c.uuid: None for c in cards_of(session, [r["id"] for r in recent])}
+        outcome: dict[str, str | None] = {c.uuid: None for c in cards_of(session, [r["id"] for r in recent])}
         outcome |= {uuid: fb.outcome for uuid, fb in latest_feedback(feedback_for(session, [r["id"] for r in recent])).items()}
     return render_template("audit/index.html", charts=charts, recent=recent, outcome=outcome, days=days,
                            first=first, today=today, writer=s.store.stats(), knowledge_version=s.knowledge.version)
