@@ -28,6 +28,7 @@ REQUIRED_CONTEXT: dict[Hook, tuple[str, ...]] = {
     "order-select": ("userId", "patientId", "selections", "draftOrders"),
     "order-sign": ("userId", "patientId", "draftOrders"),
 }
+ORDER_HOOKS: tuple[Hook, ...] = tuple(h for h in HOOKS if "draftOrders" in REQUIRED_CONTEXT[h])  # drafts in context
 TOKEN = re.compile(r"\{\{\s*([A-Za-z0-9_.]+)\s*\}\}")
 ALLOWED_TOKENS = {
     "context.patientId",

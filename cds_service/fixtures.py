@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 
-from .definitions import HOOKS, ServiceCatalog, ServiceDefinition
+from .definitions import HOOKS, ORDER_HOOKS, ServiceCatalog, ServiceDefinition
 from .prefetch.templates import render
 from .record.dates import parse_fhir_date, parse_fhir_datetime
 
@@ -342,7 +342,7 @@ def build_request(scenario: Scenario | str, hook: str, catalog: ServiceCatalog, 
     if service is None:
         raise FixtureError(f"no service {SERVICE_FOR_HOOK[hook]} in the catalog")
     context: dict[str, Any] = {"userId": EXAMPLE_USER, "patientId": s.patient_id}
-    if hook in ("order-select", "order-sign"):
+    if hook in ORDER_HOOKS:
         drafts = read_drafts(s)
         context["draftOrders"] = drafts
         if hook == "order-select":

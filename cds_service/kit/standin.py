@@ -21,6 +21,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from ..definitions import ORDER_HOOKS
 from ..media import FHIR_JSON
 from ..prefetch.gateway import FhirGateway
 from ..prefetch.templates import TemplateError, render
@@ -177,7 +178,7 @@ class EhrStandIn:
         context: dict[str, Any] = {"userId": user_id, "patientId": patient_id}
         if encounter_id:
             context["encounterId"] = encounter_id
-        if hook in ("order-select", "order-sign"):
+        if hook in ORDER_HOOKS:
             if draft_orders is None:
                 raise StandInError(f"{hook} needs draft orders (--draft-orders FILE)")
             context["draftOrders"] = draft_orders

@@ -11,6 +11,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, Literal
 
+from ..definitions import ORDER_HOOKS
 from ..knowledge import Knowledge
 from ..record.kidney import KidneyFunction, assess_kidney
 from ..record.model import LabResult, MedicationUse, PatientRecord
@@ -46,7 +47,7 @@ class RuleContext:
 
     @property
     def order_hook(self) -> bool:
-        return self.hook in ("order-select", "order-sign")
+        return self.hook in ORDER_HOOKS
 
     def orders_in_scope(self) -> list[MedicationUse]:
         """order-select: the selected draft orders; order-sign: every draft order."""
