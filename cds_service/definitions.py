@@ -166,7 +166,8 @@ def _prefetch_sets(path: Path) -> dict[str, object]:
 
 
 def load_definitions(directory: str | Path, knowledge: Knowledge) -> ServiceCatalog:
-    """Load every ``*.yaml`` in ``directory``; any problem stops start-up with a clear message."""
+    """Load every service definition in ``directory`` (a ``prefetch: <name>`` takes that set of ``prefetch.yaml``);
+    any problem stops start-up with a clear message."""
     path = Path(directory)
     files = definition_files(path)
     if not files:
