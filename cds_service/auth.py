@@ -193,7 +193,6 @@ class JwksCache:
         self._sets: dict[str, _KeySet] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="jwks-fetch")
-        self.fetches = 0
 
     def key(self, url: str, kid: str) -> dict[str, Any] | None:
         """The JWK for ``kid`` at ``url``; None when the set has no such key; KeySourceError when no usable set."""
@@ -247,7 +246,6 @@ class JwksCache:
 
     def _fetch(self, url: str, entry: _KeySet, until: float) -> None:
         started = self.clock()
-        self.fetches += 1
         try:
             keys = self._download(url, until)
         except Exception as exc:  # any failure (network, protocol, size, JSON) only marks the URL as failing
@@ -461,10 +459,5 @@ def init_app(app: Flask) -> None:
         g.cds_client = authenticator.verify(token, endpoint_url(settings))
 
 
-def current_client() -> ClientIdentity | None:
-    """The verified caller of this request, if any."""
-    return g.get("cds_client")
-
-
-__all__ = ["ClientAuthenticator", "ClientIdentity", "JwksCache", "TrustedIssuer", "current_client",
+__all__ = ["ClientAuthenticator", "ClientIdentity", "JwksCache", "TrustedIssuer",
            "init_app", "load_trusted_issuers"]

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from .config import Settings
+from .definitions import HOOKS
 
 
 def _parse_now(value: str | None) -> datetime | None:
@@ -112,7 +113,7 @@ def _serve_preflight(settings: Settings) -> Any:
 @click.option("--service", "service_id", default=None, help="Service id (default: the one answering the hook).")
 @click.option("--now", default=None, help="In-process only: evaluate as of this instant (ISO 8601), for reproducible output.")
 @click.option("--database-url", default="sqlite://", show_default=True, help="In-process audit store for this run (in-memory by default).")
-@click.option("--hook", type=click.Choice(["patient-view", "order-select", "order-sign"]), default=None,
+@click.option("--hook", type=click.Choice(HOOKS), default=None,
               help="EHR stand-in mode: the hook to call (needs --patient and --fhir-base).")
 @click.option("--patient", "patient_id", default=None, help="Stand-in: context.patientId.")
 @click.option("--fhir-base", default=None, help="Stand-in: the FHIR server the EHR reads (prefetch) and hands the service.")

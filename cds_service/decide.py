@@ -63,7 +63,7 @@ def decide(record: PatientRecord, knowledge: Knowledge, hook: str, hook_instance
     """Rules + cards over a built record."""
     ctx = RuleContext(record=record, knowledge=knowledge, now=now, hook=hook)
     findings, evaluated, errors = evaluate_rules(ctx)
-    gap = gap_finding(record.gaps)
+    gap = gap_finding(record.gaps, ctx.indicator(GAP_RULE, "partial"))
     if gap is not None:
         findings.append(gap)
     findings = compose(ctx, findings, [r.id for r in RULES] + [GAP_RULE])  # one problem, one card

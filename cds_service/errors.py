@@ -93,12 +93,6 @@ class AuthUnavailable(CDSError):
     fhir_code = "transient"
 
 
-class Forbidden(CDSError):
-    status = 403
-    code = "forbidden"
-    fhir_code = "forbidden"
-
-
 class UnknownService(CDSError):
     status = 404
     code = "unknown-service"
@@ -148,14 +142,6 @@ class UnprocessableRequest(CDSError):
     status = 422
     code = "unprocessable"
     fhir_code = "processing"
-
-
-class FhirServerNotAllowed(CDSError):
-    """The request names a fhirServer the configuration does not allow (http, or not on the allowlist)."""
-
-    status = 400
-    code = "fhir-server-not-allowed"
-    fhir_code = "security"
 
 
 class ConfigurationError(Exception):

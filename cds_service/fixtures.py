@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from .definitions import ServiceCatalog, ServiceDefinition
+from .definitions import HOOKS, ORDER_HOOKS, ServiceCatalog, ServiceDefinition
 from .prefetch.templates import render
 from .record.dates import parse_fhir_date, parse_fhir_datetime
 from .yaml_files import load_yaml
 
-HOOKS = ("patient-view", "order-select", "order-sign")
 SERVICE_FOR_HOOK = {
     "patient-view": "magnesium-patient-view",
     "order-select": "magnesium-order-select",
@@ -81,7 +80,7 @@ def list_scenarios(directory: str | Path | None = None) -> list[Scenario]:
     out: list[Scenario] = []
     for item in raw.get("scenarios") or []:
         sid = item["id"]
-        expected = {hook: frozenset(item.get("expected", {}).get(hook) or ()) for hook in HOOKS}
+        expected: dict[str, frozenset[str]] = {hook: frozenset(item.get("expected", {}).get(hook) or ()) for hook in HOOKS}
         drafts = item.get("drafts")
         sel = item.get("selections")
         out.append(Scenario(
@@ -344,7 +343,7 @@ def build_request(scenario: Scenario | str, hook: str, catalog: ServiceCatalog, 
     if service is None:
         raise FixtureError(f"no service {SERVICE_FOR_HOOK[hook]} in the catalog")
     context: dict[str, Any] = {"userId": EXAMPLE_USER, "patientId": s.patient_id}
-    if hook in ("order-select", "order-sign"):
+    if hook in ORDER_HOOKS:
         drafts = read_drafts(s)
         context["draftOrders"] = drafts
         if hook == "order-select":

@@ -18,6 +18,8 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
+from .protocol.card import card_topic
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 UNKNOWN = "unknown"
 
@@ -71,7 +73,7 @@ def observe_call(inv: Any, known_service: bool) -> None:
     CALLS.labels(service, str(inv.status)).inc()
     LATENCY.labels(service).observe(max(0.0, inv.latency_ms / 1000.0))
     for card in inv.cards or ():
-        rule = ((card.get("source") or {}).get("topic") or {}).get("code") or UNKNOWN
+        rule = card_topic(card) or UNKNOWN
         CARDS.labels(str(rule)[:100], str(card.get("indicator") or UNKNOWN)[:16]).inc()
     if known_service:
         for key, outcome in (inv.prefetch or {}).items():

@@ -26,13 +26,15 @@ from typing import Any
 
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
+from .media import FHIR_JSON
+
 HEADER_END = b"\r\n\r\n"
 CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d+)[ \t]*(?=\r\n)", re.IGNORECASE)
 CHUNKED = re.compile(rb"\r\ntransfer-encoding[ \t]*:[^\r\n]*chunked", re.IGNORECASE)
 MAX_HEADER_BYTES = 64 * 1024  # more than this without the end of the headers: let gunicorn answer (431/400)
 RECV_BYTES = 256 * 1024
-TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: application/fhir+json\r\n"
-                    b"Content-Length: 150\r\n\r\n")
+TIMEOUT_RESPONSE = (f"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: {FHIR_JSON}\r\n"
+                    "Content-Length: 150\r\n\r\n").encode("latin-1")
 _TIMEOUT_BODY = (b'{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"timeout",'
                  b'"diagnostics":"the request did not arrive in time"}]}')
 TIMEOUT_RESPONSE = TIMEOUT_RESPONSE.replace(b"150", str(len(_TIMEOUT_BODY)).encode()) + _TIMEOUT_BODY

@@ -12,9 +12,10 @@ from flask import Blueprint, Flask, render_template, request
 from sqlalchemy import select
 
 from ..audit.charts import DailySeries, rule_chart
-from ..audit.queries import aware, cards_of, feedback_dict, feedback_for, invocation_dict, iter_invocations
+from ..audit.queries import aware, cards_of, feedback_dict, feedback_for, invocation_dict, iter_invocations, latest_feedback
 from ..audit.schema import InvocationRow
 from ..errors import NotFound
+from ..protocol.card import card_topic
 from ..services import get_services
 
 bp = Blueprint("audit", __name__, url_prefix="/audit", template_folder="templates",
@@ -58,12 +59,9 @@ def index():
                 fired[rule][day_of[r.id]] += 1
         accepted: dict[str, dict[Any, int]] = defaultdict(lambda: defaultdict(int))
         answered: dict[str, dict[Any, int]] = defaultdict(lambda: defaultdict(int))
-        latest: dict[str, Any] = {}
-        for fb in feedback_for(session, list(day_of)):
-            prev = latest.get(fb.card_uuid)
-            if prev is None or (fb.outcome_timestamp, fb.id) >= (prev.outcome_timestamp, prev.id):
-                latest[fb.card_uuid] = fb
-        for fb in latest.values():
+        for fb in latest_feedback(feedback_for(session, list(day_of))).values():
+            if fb.invocation_id is None:  # feedback_for selects by invocation: never, but the column may be null
+                continue
             day = day_of[fb.invocation_id]
             answered[fb.rule or ""][day] += 1
             if fb.outcome == "accepted":
@@ -76,8 +74,7 @@ def index():
         recent = [invocation_dict(r, snapshot=False) for r in
                   iter_invocations(session, limit=RECENT, newest_first=True)]
         outcome: dict[str, str | None] = {c.uuid: None for c in cards_of(session, [r["id"] for r in recent])}
-        for fb in feedback_for(session, [r["id"] for r in recent]):
-            outcome[fb.card_uuid] = fb.outcome
+        outcome |= {uuid: fb.outcome for uuid, fb in latest_feedback(feedback_for(session, [r["id"] for r in recent])).items()}
     return render_template("audit/index.html", charts=charts, recent=recent, outcome=outcome, days=days,
                            first=first, today=today, writer=s.store.stats(), knowledge_version=s.knowledge.version)
 
@@ -106,7 +103,7 @@ def evidence(invocation_id: int):
         feedback = [feedback_dict(f) for f in feedback_for(session, [invocation_id])]
     cards = []
     for card in inv["cards"]:
-        rule = ((card.get("source") or {}).get("topic") or {}).get("code", "")
+        rule = card_topic(card)
         cards.append({"card": card, "rule": rule, "facts": [_fact_row(f) for f in inv["facts"].get(rule, [])],
                       "feedback": [f for f in feedback if f["card"] == card.get("uuid")]})
     return render_template("audit/invocation.html", inv=inv, cards=cards, feedback=feedback)

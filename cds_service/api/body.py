@@ -13,9 +13,10 @@ import orjson
 from flask import Request
 
 from ..errors import MalformedJSON, PayloadTooLarge, UnsupportedMediaType
+from ..media import FHIR_JSON
 from ..record.lean import OBSERVATION_BUNDLE
 
-JSON_TYPES = {"application/json", "application/fhir+json"}
+JSON_TYPES = {"application/json", FHIR_JSON}
 _STRUCTURE = bytes(range(256)).translate(None, b"[]{},")  # every byte except brackets and commas
 _STEP = {ord("["): 1, ord("]"): -1}
 _FOLD = bytes.maketrans(b"{}", b"[]")  # depth does not depend on the bracket kind

@@ -8,9 +8,9 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .. import metrics
 from ..errors import AuthUnavailable, CDSError, MethodNotAllowed, MissingToken, NotFound, PayloadTooLarge, Unauthorized
+from ..media import FHIR_JSON
 
 log = logging.getLogger(__name__)
-FHIR_JSON = "application/fhir+json"
 
 
 def outcome_response(exc: CDSError) -> Response:

@@ -5,6 +5,7 @@ import logging
 
 from flask import Blueprint, Flask, jsonify, request
 
+from ..media import FHIR_JSON
 from ..services import get_services
 
 bp = Blueprint("health", __name__)
@@ -50,7 +51,7 @@ def readyz():
             return jsonify({"status": "ready"})
         outcome = {"resourceType": "OperationOutcome",
                    "issue": [{"severity": "error", "code": "transient", "diagnostics": "not ready"}]}
-        return jsonify(outcome), 503, {"Content-Type": "application/fhir+json"}
+        return jsonify(outcome), 503, {"Content-Type": FHIR_JSON}
     definitions, store = bool(s.catalog.services), s.store.ping()
     checks = {
         "definitions": definitions,
@@ -66,4 +67,4 @@ def readyz():
         "resourceType": "OperationOutcome",
         "issue": [{"severity": "error", "code": "transient", "diagnostics": f"not ready: {checks}"}],
     }
-    return jsonify(outcome), 503, {"Content-Type": "application/fhir+json"}
+    return jsonify(outcome), 503, {"Content-Type": FHIR_JSON}

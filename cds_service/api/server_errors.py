@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from ..errors import ERROR_CODE_SYSTEM
+from ..media import FHIR_JSON
 
 _TEXT = {
     400: ("bad-request", "invalid", "the HTTP request could not be parsed"),
@@ -28,7 +29,7 @@ def outcome_bytes(status: int, reason: str) -> bytes:
     body = json.dumps({"resourceType": "OperationOutcome", "issue": [{
         "severity": "error", "code": fhir_code, "diagnostics": text,
         "details": {"coding": [{"system": ERROR_CODE_SYSTEM, "code": code}], "text": text}}]}).encode()
-    head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/fhir+json\r\n"
+    head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: {FHIR_JSON}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
     return head + body
 

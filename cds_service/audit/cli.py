@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from ..config import Settings
+from ..protocol.card import card_topic
 
 
 def _url(value: str | None) -> str:
@@ -115,7 +116,7 @@ def list_(database_url: str | None, since: str | None, until: str | None, servic
     rows = []
     with store.sessions() as s:
         for r in iter_invocations(s, start, end, service, limit=limit, newest_first=True):
-            cards = ",".join(f"{(c.get('source') or {}).get('topic', {}).get('code', '?')}:{c.get('indicator', '')}"
+            cards = ",".join(f"{card_topic(c) or '?'}:{c.get('indicator', '')}"
                              for c in r.cards or []) or "-"
             rows.append([aware(r.received_at).strftime("%Y-%m-%d %H:%M:%S"), r.service_id, r.hook_instance or "-",
                          r.patient_id or "-", r.status, r.error_code or "", f"{r.latency_ms:.0f}", cards])

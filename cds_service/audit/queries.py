@@ -1,7 +1,7 @@
 """Read side of the audit store: time windows, invocation rows, feedback, as plain dicts for the tools."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, overload
 
@@ -81,6 +81,17 @@ def feedback_for(session: Session, invocation_ids: list[int]) -> list[FeedbackRo
         out += session.execute(select(FeedbackRow).where(FeedbackRow.invocation_id.in_(chunk))
                                .order_by(FeedbackRow.id)).scalars()
     return out
+
+
+def latest_feedback(rows: Iterable[FeedbackRow]) -> dict[str, FeedbackRow]:
+    """The feedback that counts for each card (by uuid): the latest outcome, then the latest received (a card
+    first overridden, then accepted, is accepted)."""
+    latest: dict[str, FeedbackRow] = {}
+    for fb in rows:
+        prev = latest.get(fb.card_uuid)
+        if prev is None or (fb.outcome_timestamp, fb.id) >= (prev.outcome_timestamp, prev.id):
+            latest[fb.card_uuid] = fb
+    return latest
 
 
 def unknown_card_feedback(session: Session, since: datetime | None = None, until: datetime | None = None) -> list[FeedbackRow]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..decide import decide
 from ..knowledge import Knowledge
+from ..protocol.card import card_topic
 from ..record.dates import parse_fhir_date, parse_fhir_datetime
 from ..record.model import (
     ConditionFact,
@@ -162,7 +163,7 @@ class ReplayResult:
 
 
 def _card_key(card: dict[str, Any]) -> str:
-    return ((card.get("source") or {}).get("topic") or {}).get("code", "") or card.get("uuid", "")
+    return card_topic(card) or card.get("uuid", "")
 
 
 def _brief(card: dict[str, Any]) -> dict[str, str]:

@@ -9,7 +9,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from .queries import feedback_for, iter_invocations, unknown_card_feedback
+from ..protocol.card import card_topic
+from .queries import feedback_for, iter_invocations, latest_feedback, unknown_card_feedback
 
 INDICATORS = ("critical", "warning", "info")
 
@@ -45,17 +46,11 @@ def build_report(session: Session, since: datetime | None = None, until: datetim
         for rule in set(row.rules_fired or []):
             rules[rule]["fired"] += 1
         for card in row.cards or []:
-            rule = ((card.get("source") or {}).get("topic") or {}).get("code", "")
+            rule = card_topic(card)
             indicator = card.get("indicator", "")
             cards = rules[rule]["cards"]
             cards[indicator] = cards.get(indicator, 0) + 1
-    # feedback: the latest outcome per card counts (a card first overridden, then accepted, is accepted)
-    latest: dict[str, Any] = {}
-    for fb in feedback_for(session, ids):
-        prev = latest.get(fb.card_uuid)
-        if prev is None or (fb.outcome_timestamp, fb.id) >= (prev.outcome_timestamp, prev.id):
-            latest[fb.card_uuid] = fb
-    for fb in latest.values():
+    for fb in latest_feedback(feedback_for(session, ids)).values():
         r = rules[fb.rule or ""]
         if fb.outcome == "accepted":
             r["accepted"] += 1

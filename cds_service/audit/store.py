@@ -36,6 +36,7 @@ from sqlalchemy.pool import StaticPool
 
 from .. import metrics
 from ..errors import CDSError
+from ..protocol.card import card_topic
 from .compact import SnapshotEncoder, aggregate_gaps, cap_facts, compact_snapshot, encode_json, snapshot_json
 from .invocation import Invocation, snapshot
 from .schema import CardRow, FeedbackRow, InvocationRow, RecordSnapshotRow, SeenJti
@@ -474,9 +475,8 @@ class AuditStore:
         cards = []
         for row, card_list in rows:
             for card in card_list:
-                topic = ((card.get("source") or {}).get("topic") or {}).get("code", "")
-                cards.append({"uuid": str(card.get("uuid", ""))[:64], "invocation_id": row.id, "service_id": row.service_id,
-                              "rule": str(topic)[:100], "indicator": str(card.get("indicator", ""))[:16],
+                                cards.append({"uuid": str(card.get("uuid", ""))[:64], "invocation_id": row.id, "service_id": row.service_id,
+                              "rule": card_topic(card)[:100], "indicator": str(card.get("indicator", ""))[:16],
                               "created_at": row.received_at})
         if cards:
             s.execute(_insert_ignore(s, CardRow), cards)

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..knowledge import Knowledge
 from ..record.model import DataGap
-from ..rules.base import Finding
+from ..rules.base import Finding, Indicator
 from .sections import render as render_sections
 
 CARD_NAMESPACE = uuid.UUID("6f1c2a9e-4f0b-4c55-9d59-0b1e7c3d2a10")
@@ -91,8 +91,9 @@ def _source_line(knowledge: Knowledge, finding: Finding, cited_on: str | None = 
     return f"_{cited.rstrip('.')}. Knowledge version {knowledge.version}; rule `{finding.rule}`._"
 
 
-def gap_finding(gaps: Iterable[DataGap], max_items: int = 12) -> Finding | None:
-    """One info card naming what could not be read (never guessed around)."""
+def gap_finding(gaps: Iterable[DataGap], indicator: Indicator, max_items: int = 12) -> Finding | None:
+    """One card naming what could not be read (never guessed around); ``indicator`` from the knowledge's
+    indicator policy (``data-gaps``: ``partial``)."""
     gaps = list(gaps)
     if not gaps:
         return None
@@ -106,7 +107,7 @@ def gap_finding(gaps: Iterable[DataGap], max_items: int = 12) -> Finding | None:
     n = len(unavailable) if unavailable else len(gaps)
     return Finding(
         rule=GAP_RULE,
-        indicator="info",
+        indicator=indicator,
         summary=f"Magnesium advice is based on partial data: {n} {what} could not be read",
         detail="\n".join(lines),
         facts=tuple({"kind": "gap", **g.to_json()} for g in gaps),

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..knowledge import Knowledge
+from ..protocol.card import card_topic
 from ..record.dates import parse_fhir_datetime
 
 WIDTH = 1200  # SVG user units; the SVG scales to the page width
@@ -192,7 +193,7 @@ def _used_labs(facts: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def build(invocation: dict[str, Any], card: dict[str, Any], knowledge: Knowledge) -> Evidence:
     """The page model for ``card`` of the audited ``invocation`` (its record snapshot and per-rule facts)."""
-    rule = ((card.get("source") or {}).get("topic") or {}).get("code", "")
+    rule = card_topic(card)
     by_rule = _dict(invocation.get("facts"))
     facts = [f for f in by_rule.get(rule) or [] if isinstance(f, dict)]
     snap = _dict(invocation.get("recordSnapshot"))

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import requests
 
-FHIR_JSON = "application/fhir+json"
+from ..media import FHIR_JSON
 
 
 class LoadError(Exception):

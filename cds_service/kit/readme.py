@@ -20,7 +20,8 @@ MEANINGS = {
     "host": "Bind address of `cds-service serve` (use `0.0.0.0` in a container).",
     "port": "Port of `cds-service serve`.",
     "workers": "gunicorn worker processes (measured best: one per CPU; README \"Serving\").",
-    "hooks_dir": "Directory of the CDS service definitions (one YAML file per service); validated at start-up.",
+    "hooks_dir": "Directory of the CDS service definitions (one YAML file per service; `prefetch.yaml` holds the prefetch "
+                 "sets they share); validated at start-up.",
     "knowledge_dir": "Directory with an alternative knowledge file set (`knowledge.yaml`, `drugs.yaml`, RxNorm CSV); empty = the one "
                      "shipped in the package.",
     "database_url": "SQLAlchemy URL of the audit store and JWT replay cache: a SQLite file (one host) or `postgresql+psycopg://...` "

@@ -21,9 +21,12 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from ..definitions import ORDER_HOOKS
+from ..media import FHIR_JSON
 from ..prefetch.deadline import Deadline
 from ..prefetch.gateway import FhirGateway
 from ..prefetch.templates import TemplateError, render
+from ..protocol.card import card_topic
 from ..services import get_services
 
 DEFAULT_USER = "Practitioner/example"
@@ -130,7 +133,7 @@ class EhrStandIn:
         hint = ("check --fhir-base (the FHIR base URL, e.g. http://127.0.0.1:8089/fhir; "
                 "`bash scripts/fhir-server.sh start` runs a test server)")
         try:
-            resp = self.session.get(url, headers={"Accept": "application/fhir+json"}, timeout=min(self.timeout, 10.0))
+            resp = self.session.get(url, headers={"Accept": FHIR_JSON}, timeout=min(self.timeout, 10.0))
         except requests.RequestException as exc:
             raise StandInError(f"FHIR server {self.fhir_base}: cannot connect ({type(exc).__name__}); {hint}") from None
         if resp.status_code != 200:
@@ -175,7 +178,7 @@ class EhrStandIn:
         context: dict[str, Any] = {"userId": user_id, "patientId": patient_id}
         if encounter_id:
             context["encounterId"] = encounter_id
-        if hook in ("order-select", "order-sign"):
+        if hook in ORDER_HOOKS:
             if draft_orders is None:
                 raise StandInError(f"{hook} needs draft orders (--draft-orders FILE)")
             context["draftOrders"] = draft_orders
@@ -264,7 +267,7 @@ def default_selections(draft_orders: dict[str, Any]) -> list[str]:
 
 
 def topic_codes(cards: Iterable[dict[str, Any]]) -> list[str]:
-    return sorted(((c.get("source") or {}).get("topic") or {}).get("code", "") for c in cards)
+    return sorted(card_topic(c) for c in cards)
 
 
 def cards_table(cards: list[dict[str, Any]], width: int = 100) -> str:
@@ -273,7 +276,7 @@ def cards_table(cards: list[dict[str, Any]], width: int = 100) -> str:
         return "No cards."
     rows = []
     for c in cards:
-        rule = ((c.get("source") or {}).get("topic") or {}).get("code", "")
+        rule = card_topic(c)
         sugg = "; ".join(s.get("label", "") for s in c.get("suggestions") or []) or "-"
         rows.append((c.get("indicator", ""), rule, c.get("summary", ""), sugg))
     w_ind = max(len("INDICATOR"), *(len(r[0]) for r in rows))

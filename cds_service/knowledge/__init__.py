@@ -119,12 +119,6 @@ class IndicatorCase(_Strict):
     source: str
 
 
-class ClinicalDrug(_Strict):
-    rxcui: str
-    name: str
-    ingredient: str
-
-
 class KnowledgeModel(_Strict):
     version: str
     topic_system: str
@@ -245,10 +239,6 @@ class Knowledge:
     def indicator(self, rule: str, case: str) -> str:
         """The indicator the knowledge's indicator policy gives ``rule`` in ``case`` (KeyError: a rule bug)."""
         return self.model.indicators[rule][case].level
-
-    @cached_property
-    def code_to_analyte(self) -> dict[tuple[str, str], str]:
-        return {(c.system, c.code): key for key, a in self.model.analytes.items() for c in a.codes}
 
     @cached_property
     def loinc_to_analyte(self) -> dict[str, str]:

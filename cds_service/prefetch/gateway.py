@@ -30,12 +30,12 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.retry import Retry
 
+from ..media import FHIR_JSON
 from .deadline import CONNECT_TIMEOUT_CAP, REQUEST_FLOOR, Deadline
 
 log = logging.getLogger(__name__)
 
 _POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fhir-fetch")
-FHIR_JSON = "application/fhir+json"
 MAX_ANSWER_BYTES = 4 * 2**20  # default of CDS_FETCH_MAX_PAGE_BYTES: one page; beyond this the key is reported, not read
 MAX_CALL_BYTES = 8 * 2**20  # default of CDS_FETCH_MAX_CALL_BYTES: every key and page of one hook call
 UNREACHABLE = "FHIR server unreachable"  # the one text a caller sees for every connection-level failure

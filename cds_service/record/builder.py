@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 
 OBSERVATION_OK = frozenset({"final", "amended", "corrected"})
 COMPARATORS = frozenset({"<", "<=", ">=", ">"})  # R4 QuantityComparator
-CONDITION_ACTIVE = frozenset({"active", "recurrence", "relapse"})
 CONDITION_EXCLUDED_VERIFICATION = frozenset({"refuted", "entered-in-error"})
 # families of data, by the resource types that feed them
 FAMILY_OF_TYPE = {
@@ -82,6 +81,7 @@ class RecordBuilder:
         self._ms_states: dict[str, str] = dict(knowledge.policy("medication_statement_states"))
         self._mr_states: dict[str, str] = dict(knowledge.policy("medication_request_states"))
         self._mr_planned_intents = frozenset(knowledge.policy("medication_request_planned_intents"))
+        self._condition_statuses = frozenset(knowledge.policy("condition_clinical_statuses"))
         self._old_course_before = (self.lookback_start - timedelta(days=1)).date().isoformat()
         self._routes_seen: dict[tuple, str | None] = {}
         self._ingredients_seen: dict[tuple, tuple[IngredientMatch, ...]] = {}
@@ -630,7 +630,7 @@ class RecordBuilder:
         verification = next((c.code for c in cond.verificationStatus.coding if c.code), None) if cond.verificationStatus else None
         if verification in CONDITION_EXCLUDED_VERIFICATION:
             return
-        if clinical is not None and clinical not in CONDITION_ACTIVE:
+        if clinical is not None and clinical not in self._condition_statuses:
             return
         codes = tuple(cond.code.codes())
         condition = self.k.condition_of(codes)

@@ -223,12 +223,6 @@ class PatientRecord:
     def age(self, on: date) -> int | None:
         return age_in_years(self.birth_date, on) if self.birth_date else None
 
-    def medications_with_class(self, cls: str) -> list[MedicationUse]:
-        return [m for m in self.medications if m.has_class(cls)]
-
-    def has_condition(self, condition: str) -> bool:
-        return any(c.condition == condition for c in self.conditions)
-
     def note_gap(self, kind: str, what: str, key: str | None = None) -> None:
         self.gaps.append(DataGap(kind, what, key))
 

@@ -11,6 +11,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, Literal
 
+from ..definitions import ORDER_HOOKS
 from ..knowledge import Knowledge
 from ..record.kidney import KidneyFunction, assess_kidney
 from ..record.model import LabResult, MedicationUse, PatientRecord
@@ -46,7 +47,7 @@ class RuleContext:
 
     @property
     def order_hook(self) -> bool:
-        return self.hook in ("order-select", "order-sign")
+        return self.hook in ORDER_HOOKS
 
     def orders_in_scope(self) -> list[MedicationUse]:
         """order-select: the selected draft orders; order-sign: every draft order."""
@@ -190,10 +191,12 @@ def value_text(r: LabResult, digits: int = 2, cutoffs: tuple[float, ...] = ()) -
     return shown
 
 
-def fmt_lab(r: LabResult, digits: int = 2, now: datetime | None = None, cutoffs: tuple[float, ...] = ()) -> str:
-    """'1.10 mg/dL (reported 0.45 mmol/L) on 2026-11-20 (5 days ago)' style text for cards (comparators kept)."""
-    age = days_ago_text(now, r.effective)
-    return f"{value_text(r, digits, cutoffs)} on {r.effective.date().isoformat()}" + (f" ({age})" if age else "")
+def fmt_lab(r: LabResult, digits: int = 2, now: datetime | None = None, cutoffs: tuple[float, ...] = (),
+            reference: bool = False) -> str:
+    """'1.10 mg/dL (reported 0.45 mmol/L) on 2026-11-20 (5 days ago)' style text for cards (comparators kept);
+    with ``reference`` the Observation follows the age: '(5 days ago; Observation/x)'. The one lab formatter."""
+    notes = [n for n in (days_ago_text(now, r.effective), r.source.reference if reference else "") if n]
+    return f"{value_text(r, digits, cutoffs)} on {r.effective.date().isoformat()}" + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def lab_fact_line(r: LabResult, label: str | None = None, digits: int = 2, now: datetime | None = None,

@@ -12,7 +12,7 @@ from ..knowledge import LOINC
 from ..record.derived import Derived, censored_bound, corrected_calcium
 from ..record.kidney import Estimate
 from ..record.model import LabResult, MedicationUse
-from .base import Finding, OverrideReason, RuleContext, days_ago_text, display_unit, shown_pair, value_text
+from .base import Finding, OverrideReason, RuleContext, days_ago_text, display_unit, fmt_lab, shown_pair
 
 # Classes of drafted orders that make the patient-level magnesium picture relevant to the prescriber.
 ELECTROLYTE_CLASSES = ("magnesium-supplement", "potassium-supplement", "calcium-supplement", "vitamin-d-analogue")
@@ -184,8 +184,7 @@ def kidney_line(ctx: RuleContext) -> str:
                  f"{'below' if kf.status == 'below' else 'not below' if kf.status == 'not-below' else 'cannot be placed against'}"
                  f" {limit:g} mL/min", f"  - {e.formula}"]
         for i in e.inputs:
-            lines.append(f"  - input {i.analyte.replace('_', ' ')}: {fmt_value(i)} on {i.effective.date().isoformat()} "
-                         f"({days_ago_text(ctx.now, i.effective)}; {i.source.reference})")
+            lines.append(f"  - input {i.analyte.replace('_', ' ')}: {fmt_lab(i, now=ctx.now, reference=True)}")
         lines += [f"  - note: {n}" for n in e.notes]
     elif kf.conditions:
         lines = [f"- kidney function: **below {limit:g} mL/min** (recorded kidney failure or dialysis)"]
@@ -246,16 +245,10 @@ def derived_value(d: Derived, digits: int = 1) -> str:
 def derived_line(d: Derived, label: str, digits: int = 1, now: datetime | None = None) -> str:
     lines = [f"- {label}: **{derived_value(d, digits)}** = {d.formula}"]
     for i in d.inputs:
-        age = days_ago_text(now, i.effective)
-        lines.append(f"  - input {i.analyte.replace('_', ' ')}: {fmt_value(i)} on {i.effective.date().isoformat()} "
-                     f"({age + '; ' if age else ''}{i.source.reference})")
+        lines.append(f"  - input {i.analyte.replace('_', ' ')}: {fmt_lab(i, now=now, reference=True)}")
     for n in d.notes:
         lines.append(f"  - note: {n}")
     return "\n".join(lines)
-
-
-def fmt_value(r: LabResult, digits: int = 2) -> str:
-    return value_text(r, digits)
 
 
 def mg_mmol(ctx: RuleContext, mg_dl: float) -> float:
@@ -429,9 +422,7 @@ class CalciumStatus:
         if self.corrected is not None:
             out.append(f"  - = {self.corrected.formula}")
         for r in self.inputs:
-            age = days_ago_text(now, r.effective)
-            out.append(f"  - {r.analyte.replace('_', ' ')}: {value_text(r)} on {r.effective.date().isoformat()} "
-                       f"({age + '; ' if age else ''}{r.source.reference})")
+            out.append(f"  - {r.analyte.replace('_', ' ')}: {fmt_lab(r, now=now, reference=True)}")
         return out
 
     def facts(self) -> list[dict[str, Any]]:

@@ -97,7 +97,8 @@ def magnesium_wasting_drug(ctx: RuleContext) -> Finding | None:
     lines += ["", "Review whether each is still needed, or whether an alternative without magnesium wasting exists; "
                   "if it must continue, monitor magnesium and replace it."]
     facts = (mg.to_fact(),) + tuple(m.to_fact() for m in meds + exposed + planned + local) + tuple(unreadable_facts(ctx, mg))
-    return Finding(rule="magnesium-wasting-drug", indicator="warning", summary=summary, detail="\n".join(lines),
+    return Finding(rule="magnesium-wasting-drug", indicator=ctx.indicator("magnesium-wasting-drug", "low"), summary=summary,
+                   detail="\n".join(lines),
                    facts=facts, source="guidance", override_reasons=GENERAL_OVERRIDES)
 
 
@@ -167,5 +168,6 @@ def magnesium_monitoring_gap(ctx: RuleContext) -> Finding | None:
                                   is_recommended=True, key="order-magnesium"),)
     facts = tuple(m.to_fact() for m in long_users) + ((latest.to_fact(),) if latest is not None else ())
     cited = _monitoring(ctx, _past_min_days(ctx, longest)[0]).source  # the card cites what recommends the check
-    return Finding(rule="magnesium-monitoring-gap", indicator="info", summary=summary, detail="\n".join(lines),
+    return Finding(rule="magnesium-monitoring-gap", indicator=ctx.indicator("magnesium-monitoring-gap", "gap"), summary=summary,
+                   detail="\n".join(lines),
                    facts=facts, source=cited, suggestions=suggestions)

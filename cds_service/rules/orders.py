@@ -32,7 +32,7 @@ from .common import (
     wasting_classes,
 )
 from .doses import daily_micrograms, magnesium_dose, magnesium_load_48h
-from .regimens import Regimen, iv_regimen, iv_regimen_text, oral_regimen, paediatric_text, renal_ceiling_text
+from .regimens import Regimen, iv_regimen, iv_regimen_text, label_iv_maximum_text, oral_regimen, paediatric_text, renal_ceiling_text
 
 WASTING_DRAFT_OVERRIDES = (
     OverrideReason("benefit-outweighs-risk", "Benefit outweighs the magnesium risk; magnesium will be monitored"),
@@ -320,8 +320,7 @@ def order_iv_magnesium(ctx: RuleContext) -> Finding | None:
         else:
             lines.append(TODO)
             lines.append(f"Severe symptomatic hypomagnesemia: {regimen}." + ("" if ctx.kidney.below else
-                         f" The label allows up to {ctx.threshold('label_mgso4_max_g_per_litre'):g} g (about 40 mEq) in "
-                         "1 L over 3 h."))
+                         f" {label_iv_maximum_text(ctx)}."))
     elif low is not None:
         summary = f"IV magnesium with magnesium {short_value(low)} ({low.effective.date()}): oral first unless symptomatic"
         lines += [lab_fact_line(low, "magnesium", now=ctx.now, cutoffs=(severe,)) + " — low, not severe", "",

@@ -39,18 +39,32 @@ def renal_ceiling_text(ctx: RuleContext) -> str:
             "with frequent serum magnesium levels")
 
 
+def _loading_text(ctx: RuleContext, grams: str) -> str:
+    """The IV loading step as cards and draft dosages write it: '1-2 g IV over 15 min'."""
+    return f"{grams} g IV over {ctx.threshold('iv_mgso4_loading_minutes'):g} min"
+
+
+def _infusion_text(ctx: RuleContext, grams: str) -> str:
+    """The IV infusion step that follows the loading dose: '4-5 g in 250 mL over 3 h'."""
+    t = ctx.threshold
+    return f"{grams} g in {t('iv_mgso4_infusion_ml'):g} mL over {t('iv_mgso4_infusion_hours'):g} h"
+
+
 def iv_regimen_text(ctx: RuleContext) -> str | None:
     """The IV regimen for severe symptomatic hypomagnesemia, reduced below the kidney cut-off; None for a child."""
     if ctx.child:
         return None
     t = ctx.threshold
-    loading = (f"magnesium sulfate {t('iv_mgso4_loading_min_g'):g}-{t('iv_mgso4_loading_max_g'):g} g IV over "
-               f"{t('iv_mgso4_loading_minutes'):g} min")
+    loading = "magnesium sulfate " + _loading_text(ctx, f"{t('iv_mgso4_loading_min_g'):g}-{t('iv_mgso4_loading_max_g'):g}")
     if ctx.kidney.below:
         return (f"{loading}, then a repeat serum magnesium before any further dose; "
                 f"{renal_ceiling_text(ctx)} (kidney function below {ctx.kidney.limit:g} mL/min)")
-    return (f"{loading}, then {t('iv_mgso4_infusion_min_g'):g}-{t('iv_mgso4_infusion_max_g'):g} g in "
-            f"{t('iv_mgso4_infusion_ml'):g} mL over {t('iv_mgso4_infusion_hours'):g} h")
+    return f"{loading}, then " + _infusion_text(ctx, f"{t('iv_mgso4_infusion_min_g'):g}-{t('iv_mgso4_infusion_max_g'):g}")
+
+
+def label_iv_maximum_text(ctx: RuleContext) -> str:
+    """The 50 % label's largest dose for severe hypomagnesemia (quoted beside the guidance's regimen)."""
+    return f"The label allows up to {ctx.threshold('label_mgso4_max_g_per_litre'):g} g (about 40 mEq) in 1 L over 3 h"
 
 
 def _patient(ctx: RuleContext) -> dict[str, str]:
@@ -69,7 +83,7 @@ def iv_regimen(ctx: RuleContext) -> Regimen | None:
     t = ctx.threshold
     dosages: list[dict[str, Any]] = [{
         "sequence": 1,
-        "text": f"{t('iv_mgso4_loading_min_g'):g} g IV over {t('iv_mgso4_loading_minutes'):g} min",
+        "text": _loading_text(ctx, f"{t('iv_mgso4_loading_min_g'):g}"),
         "timing": {"repeat": {"count": 1, "duration": t("iv_mgso4_loading_minutes"), "durationUnit": "min"}},
         "route": ROUTE_IV,
         "doseAndRate": [{"doseQuantity": _grams(t("iv_mgso4_loading_min_g"))}],
@@ -77,8 +91,7 @@ def iv_regimen(ctx: RuleContext) -> Regimen | None:
     if not ctx.kidney.below:
         dosages.append({
             "sequence": 2,
-            "text": f"then {t('iv_mgso4_infusion_min_g'):g} g in {t('iv_mgso4_infusion_ml'):g} mL over "
-                    f"{t('iv_mgso4_infusion_hours'):g} h",
+            "text": "then " + _infusion_text(ctx, f"{t('iv_mgso4_infusion_min_g'):g}"),
             "timing": {"repeat": {"count": 1, "duration": t("iv_mgso4_infusion_hours"), "durationUnit": "h"}},
             "route": ROUTE_IV,
             "doseAndRate": [{"doseQuantity": _grams(t("iv_mgso4_infusion_min_g"))}],

@@ -18,6 +18,7 @@ from opskit import REPO, Served, free_port, request_file, serve_env
 
 from cds_service.cli import serve
 from cds_service.config import Settings
+from cds_service.definitions import definition_files
 from cds_service.kit import k8s
 
 KUBERNETES_VERSION = "1.31.0"  # pinned: the oldest minor still commonly supported when this was written
@@ -143,7 +144,7 @@ def test_generated_config_maps_are_in_step_and_make_a_working_service(tmp_path):
     app = create_app(Settings.from_env(hooks_dir=str(tmp_path / "cds-hooks"), knowledge_dir=str(tmp_path / "cds-knowledge"),
                                        database_url="sqlite://", auth_mode="off"))
     services = app.test_client().get("/cds-services").get_json()["services"]
-    assert {s["id"] for s in services} == {p.stem for p in (REPO / "hooks").glob("*.yaml")}
+    assert {s["id"] for s in services} == {p.stem for p in definition_files(REPO / "hooks")}
     assert get_services(app).knowledge.version == load_knowledge().version
     get_services(app).store.close()
 

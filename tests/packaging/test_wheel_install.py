@@ -26,6 +26,7 @@ from helpers.processes import wait_until_healthy
 
 from cds_service.app import create_app
 from cds_service.config import Settings
+from cds_service.definitions import definition_files
 from cds_service.fixtures import list_scenarios, request_files
 from cds_service.services import get_services
 
@@ -115,7 +116,7 @@ def checkout_requests() -> dict[str, str]:
 
 
 def _service_ids_in_repo() -> set[str]:
-    return {yaml.safe_load(p.read_text(encoding="utf-8"))["id"] for p in (REPO / "hooks").glob("*.yaml")}
+    return {yaml.safe_load(p.read_text(encoding="utf-8"))["id"] for p in definition_files(REPO / "hooks")}
 
 
 def test_the_wheel_carries_hooks_and_fixture_scenarios(installed):

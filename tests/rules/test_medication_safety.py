@@ -375,13 +375,20 @@ def test_prefetch_asks_for_every_status_the_knowledge_reads():
     from cds_service.definitions import load_definitions
 
     catalog = load_definitions(Settings().hooks_dir, K)
-    wanted = {"MedicationRequest": set(K.policy("medication_request_states")) - {"draft"},
-              "MedicationStatement": set(K.policy("medication_statement_states"))}
+    wanted = {"MedicationRequest": set(K.policy("medication_request_states")) - set(K.policy("medication_request_statuses_not_fetched")),
+              "MedicationStatement": set(K.policy("medication_statement_states")),
+              "Condition": set(K.policy("condition_clinical_statuses"))}
+    assert wanted["MedicationRequest"] == {"active", "on-hold", "completed", "stopped"}  # drafts come as draftOrders
+    checked = 0
     for sid in ("magnesium-patient-view", "magnesium-order-select", "magnesium-order-sign"):
-        for p in catalog.get(sid).prefetch.values():
+        service = catalog.get(sid)
+        for p in service.prefetch.values():
             if p.resource_type in wanted:
-                statuses = set(p.template.split("status=")[1].split("&")[0].split(","))
-                assert statuses == wanted[p.resource_type], (sid, p.template)
+                template = catalog.expand_knowledge_tokens(service, p.template, NOW)
+                statuses = set(template.split("status=")[1].split("&")[0].split(","))
+                assert statuses == wanted[p.resource_type], (sid, template)
+                checked += 1
+    assert checked == 9
 
 
 def test_an_undated_course_is_shown_as_possibly_recent():

@@ -16,7 +16,7 @@ from helpers.fhir import (
     rules_of,
 )
 
-from cds_service.definitions import TOKEN
+from cds_service.definitions import PREFETCH_SETS, TOKEN
 from cds_service.errors import ConfigurationError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,7 +74,9 @@ def test_discovery_lookback_start_follows_the_clock(app_factory, knowledge):
 def _broken_hooks_dir(tmp_path: Path, breakage: str) -> tuple[Path, Path]:
     hooks = tmp_path / "hooks"
     shutil.copytree(REPO / "hooks", hooks)
-    target = hooks / "magnesium-patient-view.yaml"
+    # the templates live in the prefetch set the definitions share (hooks/prefetch.yaml)
+    in_shared_prefetch = breakage in ("unknown-token", "host-in-template")
+    target = hooks / (PREFETCH_SETS if in_shared_prefetch else "magnesium-patient-view.yaml")
     text = target.read_text()
     if breakage == "unknown-token":
         text = text.replace("{{context.patientId}}", "{{context.patientIdentifier}}", 1)
@@ -89,13 +91,15 @@ def _broken_hooks_dir(tmp_path: Path, breakage: str) -> tuple[Path, Path]:
                             'template: "https://evil.example/fhir/Patient/{{context.patientId}}"')
     elif breakage == "unknown-field":
         text += "\nsecretKnob: true\n"
+    elif breakage == "unknown-prefetch-set":
+        text = text.replace("prefetch: standard", "prefetch: nonesuch")
     assert text != target.read_text(), f"breakage {breakage} changed nothing"
     target.write_text(text)
     return hooks, target
 
 
 @pytest.mark.parametrize("breakage", ["unknown-token", "wrong-hook", "not-yaml", "not-a-mapping", "host-in-template",
-                                      "unknown-field"])
+                                      "unknown-field", "unknown-prefetch-set"])
 def test_bad_definition_file_stops_start_up_naming_the_file(app_factory, tmp_path, breakage):
     hooks, target = _broken_hooks_dir(tmp_path, breakage)
     with pytest.raises(ConfigurationError) as info:
