@@ -1,6 +1,7 @@
 """The evidence page in real headless chromium at 1366x768: opened from a card's link (also from a page on another
 origin, as from the CDS Hooks sandbox), one chart point per magnesium value, the thresholds drawn where their values
-are, printable; tampered and expired links get the 403 page. Saves full-page screenshots to test-artifacts/ (untracked; docs/screenshots/ holds the copies the README shows)."""
+are, printable; tampered and expired links get the 403 page. Saves full-page screenshots to test-artifacts/
+(untracked; docs/screenshots/ holds the copies the README shows)."""
 from __future__ import annotations
 
 import base64
