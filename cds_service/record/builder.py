@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..knowledge import LOINC, Knowledge
-from . import lean
+from . import lean, typed_observations
 from .dates import parse_fhir_date, parse_fhir_datetime
 from .medications import MedicationReader
 from .model import (
@@ -90,7 +90,7 @@ class RecordBuilder:
         observations: dict[str, int] = {}  # Observation id -> its place in parsed: the latest version wins
         for key, value in data.values.items():
             for raw, _ in iter_resources(value):
-                typed = type(raw) is lean.ObservationData  # decoded from bytes (api/body.py): clean
+                typed = type(raw) is typed_observations.ObservationData  # decoded from bytes (api/body.py): clean
                 if typed or (type(raw) is dict and raw.get("resourceType") == "Observation"):
                     facts = self._typed_observation(rec, raw, key) if typed else self._parse_observation(rec, raw, key)
                     if facts is None:
@@ -232,7 +232,8 @@ class RecordBuilder:
             return None
         return facts
 
-    def _typed_observation(self, rec: PatientRecord, obs: lean.ObservationData, key: str | None) -> lean.ObservationFacts | None:
+    def _typed_observation(self, rec: PatientRecord, obs: typed_observations.ObservationData,
+                           key: str | None) -> lean.ObservationFacts | None:
         """_parse_observation for an Observation decoded from bytes: the same checks and outcome, read from the
         typed structure (which only holds clean Observations, so observation_facts would not have raised)."""
         subject = obs.subject
@@ -242,7 +243,7 @@ class RecordBuilder:
             coding = obs.code.coding
             if coding is not None and self._none_of_ours(coding):
                 return None  # plainly unread (see _plainly_unread)
-        facts = lean.observation_facts_typed(obs)
+        facts = typed_observations.observation_facts_typed(obs)
         if not (same if facts.subject == ref else _same_reference(facts.subject, rec.patient_id)):
             label = f"Observation/{obs.id}" if obs.id else "Observation"
             rec.note_gap("other-patient", f"{label} in {key} belongs to another patient and was ignored", key)
@@ -250,7 +251,7 @@ class RecordBuilder:
             return None
         return facts
 
-    def _none_of_ours(self, coding: list[lean.TCoding]) -> bool:
+    def _none_of_ours(self, coding: list[typed_observations.TCoding]) -> bool:
         """Whether no coding of a typed Observation's code is one the rules read (as _plainly_unread decides)."""
         analytes = self.k.loinc_to_analyte
         for c in coding:
