@@ -35,13 +35,15 @@ def drafted(*classes: str):
     return predicate
 
 
+def drug_head(ctx: RuleContext, m: MedicationUse, with_class: bool = True) -> str:
+    """'- **Furosemide** (loop diuretic)': the start of every medication line (its classes by id, when asked)."""
+    classes = [ctx.knowledge.model.classes[c].display for c in sorted(m.classes())] if with_class else []
+    return f"- **{m.label}**" + (f" ({', '.join(classes)})" if classes else "")
+
+
 def med_line(ctx: RuleContext, m: MedicationUse, with_class: bool = True) -> str:
     """'- Furosemide 40 mg (loop diuretic), since 2026-01-02 (327 days); MedicationRequest/x' for cards."""
-    parts = [f"- **{m.label}**"]
-    if with_class:
-        classes = [ctx.knowledge.model.classes[c].display for c in sorted(m.classes())]
-        if classes:
-            parts.append(f" ({', '.join(classes)})")
+    parts = [drug_head(ctx, m, with_class)]
     if m.dose is not None:
         parts.append(f", dose {m.dose.value:g} {display_unit(m.dose.unit)}".rstrip())
     if m.route:
@@ -123,8 +125,7 @@ def recent_exposures(ctx: RuleContext, *classes: str) -> list[MedicationUse]:
 def exposure_line(ctx: RuleContext, m: MedicationUse, with_class: bool = True) -> str:
     """'- **Cisplatin** (platinum chemotherapy), course completed, ended 2026-11-05 (20 days ago) ...'."""
     k = ctx.knowledge
-    classes = [k.model.classes[c].display for c in sorted(m.classes())] if with_class else []
-    parts = [f"- **{m.label}**" + (f" ({', '.join(classes)})" if classes else "")]
+    parts = [drug_head(ctx, m, with_class)]
     if m.route:
         parts.append(f", {m.route}")
     if m.state == "on-hold":
@@ -152,9 +153,7 @@ def exposure_lines(ctx: RuleContext, group: list[MedicationUse]) -> list[str]:
     """One drug's recent courses: one line, or the drug once with each course below it."""
     if len(group) == 1:
         return [exposure_line(ctx, group[0])]
-    k = ctx.knowledge
-    classes = [k.model.classes[c].display for c in sorted(group[0].classes())]
-    head = f"- **{group[0].label}**" + (f" ({', '.join(classes)})" if classes else "") + f": {len(group)} courses"
+    head = drug_head(ctx, group[0]) + f": {len(group)} courses"
     return [head] + ["  " + exposure_line(ctx, m, with_class=False) for m in group]
 
 
@@ -193,17 +192,11 @@ def exposure_label(group: list[MedicationUse]) -> str:
 def grouped_med_lines(ctx: RuleContext, meds: Iterable[MedicationUse], with_class: bool = True) -> list[str]:
     """med_line per drug; a drug with several orders is listed once with each of its orders below it."""
     lines: list[str] = []
-    k = ctx.knowledge
     for group in group_by_ingredient(meds):
         if len(group) == 1:
             lines.append(med_line(ctx, group[0], with_class))
             continue
-        head = f"- **{group[0].label}**"
-        if with_class:
-            classes = [k.model.classes[c].display for c in sorted(group[0].classes())]
-            if classes:
-                head += f" ({', '.join(classes)})"
-        lines.append(head + f": {len(group)} orders")
+        lines.append(drug_head(ctx, group[0], with_class) + f": {len(group)} orders")
         lines += ["  " + med_line(ctx, m, with_class=False) for m in group]
     return lines
 
