@@ -116,8 +116,8 @@ def _check_database(url: str) -> str:
     """Connect and bring the schema to head once (workers then find it done)."""
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
+    from .audit.database import make_engine
     from .audit.migrate import upgrade
-    from .audit.store import make_engine
 
     shown = masked_url(url)
     fix = ("set CDS_DATABASE_URL to sqlite:///PATH (a writable directory) or "

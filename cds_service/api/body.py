@@ -14,7 +14,7 @@ from flask import Request
 
 from ..errors import MalformedJSON, PayloadTooLarge, UnsupportedMediaType
 from ..media import FHIR_JSON
-from ..record.lean import OBSERVATION_BUNDLE
+from ..record.typed_observations import OBSERVATION_BUNDLE
 
 JSON_TYPES = {"application/json", FHIR_JSON}
 _STRUCTURE = bytes(range(256)).translate(None, b"[]{},")  # every byte except brackets and commas
@@ -109,14 +109,14 @@ _DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError, 
 
 def decode_typed(raw: bytes) -> dict[str, Any] | None:
     """The body as ``orjson.loads`` would give it, except that each prefetched Bundle of clean Observations
-    holds ``lean.ObservationData`` in place of the resource dicts; None when the plain reading must decide.
+    holds ``typed_observations.ObservationData`` in place of the resource dicts; None when the plain reading must decide.
 
     None (and the caller's plain reading, which gives the 4xx or the tolerant record) for a body plain JSON
     would refuse or read differently: not UTF-8, too deep (msgspec's recursion limit is below orjson's 1,024
     levels), not an object. Every value other than such a Bundle is read by orjson, as before. One difference
     remains, by design: a number out of double range inside an element of such an Observation that the
     service does not read is skipped with the element (orjson refuses the whole body); in an element it
-    reads, the typed decoding refuses it too (lean.Finite) and the plain reading answers.
+    reads, the typed decoding refuses it too (typed_observations.Finite) and the plain reading answers.
     """
     if not raw.isascii():
         try:

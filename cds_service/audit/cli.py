@@ -37,7 +37,7 @@ def _existing_database(url: str, where: str, create: bool) -> str:
     from sqlalchemy.exc import SQLAlchemyError
 
     from ..serving import masked_url
-    from .store import is_memory_sqlite, make_engine
+    from .database import is_memory_sqlite, make_engine
 
     shown = masked_url(url)
     hint = ("run the command where the service runs, give --database-url (or set CDS_DATABASE_URL) as the "

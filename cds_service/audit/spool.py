@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 import struct
+import tempfile
 import threading
 import time
 import zlib
@@ -29,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from .database import is_memory_sqlite
 
 log = logging.getLogger(__name__)
 MAGIC = b"CDA1"
@@ -42,6 +45,22 @@ FSYNC_INTERVAL = 0.2
 def spool_dir_for(base: str | os.PathLike[str], database_url: str) -> Path:
     """One sub-directory per database: a spool is only ever shipped to the database it was written for."""
     return Path(base) / hashlib.sha256(database_url.encode()).hexdigest()[:16]
+
+
+def default_spool_base(url: str, configured: str = "") -> tuple[Path, bool]:
+    """(spool base directory, temporary?): the setting; else next to a SQLite file; else ``cds-audit-spool``
+    in the working directory; a private temporary directory for an in-memory database."""
+    if configured:
+        return Path(configured), False
+    if is_memory_sqlite(url):
+        return Path(tempfile.mkdtemp(prefix="cds-audit-spool-")), True
+    if url.startswith("sqlite"):
+        from sqlalchemy.engine import make_url
+
+        database = make_url(url).database
+        if database:
+            return Path(os.path.abspath(database) + ".spool"), False
+    return Path("cds-audit-spool").resolve(), False
 
 
 def encode_frame(meta: dict[str, Any], blob: bytes = b"") -> bytes:

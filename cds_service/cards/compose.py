@@ -11,7 +11,7 @@ What is owned, and how it is recognised (the keys come from the one helper that 
   the reference names ``kidney_summary`` (the same one assessment, so cards never disagree);
 - a lab line (``rules.base.lab_fact_line``: "- name: **value** (Observation/id)"): key = the Observation;
   the reference names the value and date, read from the record by that reference;
-- a medication line (``rules.common.med_line`` / ``exposure_line``: "- **label** ...; MedicationRequest/id"):
+- a medication line (``rules.medications.med_line`` / ``exposure_line``: "- **label** ...; MedicationRequest/id"):
   key = the order; the reference names the drug; sub-lines (mechanism, per-dose arithmetic) stay unless the
   owner already says them;
 - every other sentence of 40 characters or more (advice such as the renal ceiling or the IV regimen): key =
@@ -174,7 +174,7 @@ class Composer:
         head = block.head
         if head.lstrip().startswith("- kidney function:"):
             return "kidney"
-        if head.startswith("- judged on **"):  # rules.common.CalciumStatus.lines
+        if head.startswith("- judged on **"):  # rules.calcium.CalciumStatus.lines
             refs = re.findall(r"\((Observation/[A-Za-z0-9\-.]+)\)", "\n".join(block.lines))
             return "calcium-status:" + "|".join(refs) if refs else None
         m = _UNREADABLE.match(head)

@@ -18,7 +18,8 @@ from typing import Any
 from ..definitions import ServiceCatalog, ServiceDefinition
 from ..errors import PrefetchUnavailable
 from ..protocol.request import HookRequest
-from ..record.builder import ResolvedData, iter_resources, medication_id
+from ..record.builder import ResolvedData, iter_resources
+from ..record.medications import medication_id
 from .deadline import EXTRA_FETCH_FLOOR, KEY_FETCH_FLOOR, Deadline
 from .gateway import AddressPolicy, FhirGateway
 from .templates import TemplateError, render

@@ -20,6 +20,12 @@ class SourceRef:
     def reference(self) -> str:
         return f"{self.resource_type}/{self.id}" if self.id else f"{self.resource_type}/(no id)"
 
+    @classmethod
+    def of(cls, resource: Any) -> SourceRef:
+        """The reference of a parsed resource (record/lean): its type, id and meta.versionId."""
+        meta = getattr(resource, "meta", None)
+        return cls(type(resource).__name__, getattr(resource, "id", None), meta.versionId if meta else None)
+
     def to_json(self) -> dict[str, Any]:
         return {"resourceType": self.resource_type, "id": self.id, "versionId": self.version}
 

@@ -7,11 +7,12 @@ docstring gives its choice. Order-level rules run on order hooks only.
 from __future__ import annotations
 
 from .base import Finding, Rule, RuleContext
-from .common import ELECTROLYTE_CLASSES, drafted
+from .common import ELECTROLYTE_CLASSES
 from .drugs import magnesium_monitoring_gap, magnesium_wasting_drug
 from .femg import femg_extrarenal_loss, femg_needed, femg_renal_wasting
 from .hypermagnesemia import hypermagnesemia
 from .hypomagnesemia import hypomagnesemia
+from .medications import drafted
 from .orders import (
     order_iv_magnesium,
     order_magnesium_renal,

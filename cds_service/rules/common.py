@@ -1,18 +1,19 @@
 """Helpers shared by rules: low/high against the Observation's own range or the knowledge default,
-persistence of low results, kidney function, medication lines and the override reasons of warnings."""
+persistence of low results, kidney function, card text and the override reasons of warnings.
+Calcium is judged in rules/calcium.py; which medications count and their card lines are in rules/medications.py."""
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from ..knowledge import LOINC
-from ..record.derived import Derived, censored_bound, corrected_calcium
+from ..record.derived import Derived
 from ..record.kidney import Estimate
 from ..record.model import LabResult, MedicationUse
-from .base import Finding, OverrideReason, RuleContext, days_ago_text, display_unit, fmt_lab, shown_pair
+from .base import Finding, OverrideReason, RuleContext, days_ago_text, fmt_lab, shown_pair
 
 # Classes of drafted orders that make the patient-level magnesium picture relevant to the prescriber.
 ELECTROLYTE_CLASSES = ("magnesium-supplement", "potassium-supplement", "calcium-supplement", "vitamin-d-analogue")
@@ -149,31 +150,6 @@ def persistent_low(ctx: RuleContext, analyte: str, default_key: str, low=None,
     return run
 
 
-def active_with_class(ctx: RuleContext, *classes: str) -> list[MedicationUse]:
-    """Medications with one of ``classes`` that are systemic and currently taken (a local-route product, e.g.
-    gentamicin eye drops, and on-hold, ended or planned ones are not)."""
-    return [m for m in ctx.record.medications if any(m.has_class(c) for c in classes) and is_systemic(ctx, m)]
-
-
-def drafts_with_class(ctx: RuleContext, *classes: str) -> list[MedicationUse]:
-    """Drafted orders in scope (order-select: selected; order-sign: all) with one of ``classes``."""
-    return [m for m in ctx.orders_in_scope() if any(m.has_class(c) for c in classes)]
-
-
-def wasting_classes(ctx: RuleContext) -> tuple[str, ...]:
-    return tuple(k for k, c in ctx.knowledge.model.classes.items() if c.wasting)
-
-
-def drafted(*classes: str):
-    """A relevant_to_orders predicate: a drafted order in scope has one of ``classes`` ('wasting' = any wasting class)."""
-    def predicate(ctx: RuleContext) -> bool:
-        wanted = tuple(c for c in classes if c != "wasting")
-        if wanted and drafts_with_class(ctx, *wanted):
-            return True
-        return "wasting" in classes and bool(systemic_drafts_with_class(ctx, *wasting_classes(ctx)))
-    return predicate
-
-
 def kidney_line(ctx: RuleContext) -> str:
     """The call's one kidney assessment as one Markdown block: value or range, method, inputs with dates, notes."""
     kf = ctx.kidney
@@ -261,33 +237,6 @@ def mg_mmol(ctx: RuleContext, mg_dl: float) -> float:
 
 def days_since(ctx: RuleContext, when: datetime | None) -> int | None:
     return None if when is None else (ctx.now - when).days
-
-
-def med_line(ctx: RuleContext, m: MedicationUse, with_class: bool = True) -> str:
-    """'- Furosemide 40 mg (loop diuretic), since 2026-01-02 (327 days); MedicationRequest/x' for cards."""
-    parts = [f"- **{m.label}**"]
-    if with_class:
-        classes = [ctx.knowledge.model.classes[c].display for c in sorted(m.classes())]
-        if classes:
-            parts.append(f" ({', '.join(classes)})")
-    if m.dose is not None:
-        parts.append(f", dose {m.dose.value:g} {display_unit(m.dose.unit)}".rstrip())
-    if m.route:
-        parts.append(f", {m.route}")
-    if m.timing:
-        parts.append(f", '{m.timing}'")
-    if m.draft:
-        parts.append(", drafted order")
-    elif m.start is not None:
-        n = days_since(ctx, m.start)
-        parts.append(f", since {m.start.date().isoformat()} ({n} day{'' if n == 1 else 's'})")
-    else:
-        parts.append(", start date not recorded")
-    parts.append(f"; {m.source.reference}")
-    if m.matched_by_text:
-        texts = sorted({i.matched_code for i in m.ingredients if i.matched_by == "text"})
-        parts.append(f" — _identified from the medication text {', '.join(repr(t) for t in texts)}, not from a code_")
-    return "".join(parts)
 
 
 def policy_note(ctx: RuleContext, *keys: str) -> str:
@@ -380,122 +329,6 @@ def unreadable_facts(ctx: RuleContext, *used: LabResult | None) -> list[dict[str
     return [u.to_fact() for r in used if r is not None for u in ctx.record.newer_unreadable(r.analyte, r.effective)]
 
 
-# ---------------------------------------------------------------------------------------------- calcium
-@dataclass(frozen=True)
-class CalciumStatus:
-    """Calcium judged on the best measure: ionized (recent) > albumin-corrected > total. ``basis`` says which."""
-
-    basis: str  # "ionized" | "albumin-corrected" | "reported-corrected" | "total"
-    value: float
-    unit: str
-    bound: str | None  # censored inputs: "<", "<=", ">", ">=" or "indeterminate"
-    low: bool
-    high: bool
-    low_limit: float
-    high_limit: float
-    inputs: tuple[LabResult, ...]
-    corrected: Derived | None = None
-
-    @property
-    def label(self) -> str:
-        return {"ionized": "ionized calcium", "albumin-corrected": "albumin-corrected calcium",
-                "reported-corrected": "albumin-corrected calcium (as reported)", "total": "total calcium"}[self.basis]
-
-    @property
-    def shown(self) -> str:
-        if self.bound == "indeterminate":
-            return f"indeterminate (censored inputs, computed {self.value:.2f} {self.unit})"
-        digits = 2
-        return f"{self.bound or ''}{self.value:.{digits}f} {self.unit}"
-
-    @property
-    def state(self) -> str:
-        return "low" if self.low else "high" if self.high else "indeterminate" if self.bound == "indeterminate" else "not low"
-
-    def lines(self, now: datetime | None = None) -> list[str]:
-        """Card lines: the measure used (and why), its inputs (with their ages when ``now`` is given)."""
-        why = {"ionized": "ionized calcium measured recently: it decides",
-               "albumin-corrected": "no recent ionized calcium; total calcium corrected for the albumin measured with it",
-               "reported-corrected": "no recent ionized calcium; the lab's albumin-corrected calcium",
-               "total": "no recent ionized calcium and no albumin with it: total calcium, uncorrected"}[self.basis]
-        out = [f"- judged on **{self.label}: {self.shown}** ({why}; range {self.low_limit:.2f}-{self.high_limit:.2f} {self.unit})"]
-        if self.corrected is not None:
-            out.append(f"  - = {self.corrected.formula}")
-        for r in self.inputs:
-            out.append(f"  - {r.analyte.replace('_', ' ')}: {fmt_lab(r, now=now, reference=True)}")
-        return out
-
-    def facts(self) -> list[dict[str, Any]]:
-        return [self.corrected.to_fact()] if self.corrected is not None else [r.to_fact() for r in self.inputs]
-
-
-def _near(ctx: RuleContext, analyte: str, at: datetime, hours: float) -> LabResult | None:
-    """The result of ``analyte`` closest in time to ``at`` within ``hours``."""
-    near = [r for r in ctx.record.results(analyte) if abs((r.effective - at).total_seconds()) <= hours * 3600]
-    return min(near, key=lambda r: abs((r.effective - at).total_seconds())) if near else None
-
-
-def calcium_judged(ctx: RuleContext, total: LabResult) -> CalciumStatus:
-    """One total calcium judged on its own: corrected for an albumin measured with it (policy window), else as is."""
-    lo, _ = low_limit(ctx, total, "calcium_low")
-    hi, _ = high_limit(ctx, total, "calcium_high")
-    albumin = _near(ctx, "albumin", total.effective, float(ctx.policy("calcium_albumin_pair_max_hours")))
-    if albumin is None or albumin.value <= 0:
-        return CalciumStatus("total", total.value, "mg/dL", censored_bound([(total, 1)]), is_low(ctx, total, "calcium_low"),
-                             is_high(ctx, total, "calcium_high"), lo, hi, (total,))
-    d = corrected_calcium(total, albumin, ctx.threshold("calcium_albumin_correction_factor"),
-                          ctx.threshold("calcium_albumin_reference_g_dl"))
-    bound = d.extra.get("bound")
-    probe = LabResult("calcium", d.value, "mg/dL", d.value, "mg/dL", total.effective, total.code, total.source,
-                      comparator=None if bound in (None, "indeterminate") else bound)
-    known = bound != "indeterminate"
-    return CalciumStatus("albumin-corrected", d.value, "mg/dL", bound, known and below(probe, lo), known and above(probe, hi),
-                         lo, hi, (total, albumin), d)
-
-
-def calcium_from_result(ctx: RuleContext, r: LabResult) -> CalciumStatus:
-    """Any calcium result judged by its kind: ionized against the ionized range, the lab's corrected calcium against
-    the total range, a total calcium corrected for albumin when one was measured with it."""
-    if r.analyte == "calcium_ionized":
-        lo, _ = low_limit(ctx, r, "calcium_ionized_low")
-        hi, _ = high_limit(ctx, r, "calcium_ionized_high")
-        return CalciumStatus("ionized", r.value, r.unit, censored_bound([(r, 1)]), below(r, lo), above(r, hi), lo, hi, (r,))
-    if r.analyte == "calcium_corrected":
-        lo, _ = low_limit(ctx, r, "calcium_low")
-        hi, _ = high_limit(ctx, r, "calcium_high")
-        return CalciumStatus("reported-corrected", r.value, r.unit, censored_bound([(r, 1)]), below(r, lo), above(r, hi),
-                             lo, hi, (r,))
-    return calcium_judged(ctx, r)
-
-
-def calcium_status(ctx: RuleContext) -> CalciumStatus | None:
-    """Calcium now: a recent ionized calcium (policy calcium_recent_days) decides; else the latest total calcium,
-    corrected for an albumin measured with it (knowledge formula), else the lab's own corrected calcium when it is
-    at least as new, else total calcium. None when no calcium result at all. The card says which (``basis``)."""
-    ionized = recent(ctx, "calcium_ionized", "calcium_recent_days")
-    if ionized is not None:
-        return calcium_from_result(ctx, ionized)
-    total, reported = ctx.record.latest("calcium"), ctx.record.latest("calcium_corrected")
-    if total is None and reported is None:
-        return None
-    if total is not None:
-        judged = calcium_judged(ctx, total)
-        if judged.basis == "albumin-corrected" or reported is None or reported.effective < total.effective:
-            return judged
-    return calcium_from_result(ctx, reported)  # type: ignore[arg-type]
-
-
-def calcium_series(ctx: RuleContext) -> tuple[str, list[LabResult]]:
-    """The calcium results (newest first) of the measure ``calcium_status`` is based on, for persistence checks:
-    ionized results when a recent ionized calcium decides, else total calcium (each judged with its own albumin)
-    and the lab's corrected calcium together."""
-    status = calcium_status(ctx)
-    if status is not None and status.basis == "ionized":
-        return "ionized", ctx.record.results("calcium_ionized")
-    merged = ctx.record.results("calcium") + ctx.record.results("calcium_corrected")
-    return "total-or-corrected", sorted(merged, key=lambda r: r.effective, reverse=True)
-
-
 def with_unreadable_named(ctx: RuleContext, finding: Finding) -> Finding:
     """Safety net for every rule: each analyte whose value a card uses (its lab facts, and the inputs of derived
     facts) gets the newer results that could not be read named on the card, unless the rule already named them."""
@@ -522,167 +355,3 @@ def with_unreadable_named(ctx: RuleContext, finding: Finding) -> Finding:
              f"({u.reason}): {u.source.reference}; an older value is used above_" for u in missing]
     return replace(finding, detail=finding.detail + "\n\nNot used:\n" + "\n".join(lines),
                    facts=finding.facts + tuple(u.to_fact() for u in missing))
-
-
-# ---------------------------------------------------------------------------------------------- medications (issue 10 item 9)
-def is_systemic(ctx: RuleContext, m: MedicationUse) -> bool:
-    """Given by a systemic route (or no route stated: counted, the safe side); eye, ear, skin, airway, nose,
-    vagina and rectum are local routes (knowledge routes, systemic: false)."""
-    return ctx.knowledge.route_is_systemic(m.route)
-
-
-def systemic_drafts_with_class(ctx: RuleContext, *classes: str) -> list[MedicationUse]:
-    """Drafted orders in scope with one of ``classes``, given by a systemic route."""
-    return [m for m in drafts_with_class(ctx, *classes) if is_systemic(ctx, m)]
-
-
-def local_route_with_class(ctx: RuleContext, *classes: str) -> list[MedicationUse]:
-    """Current medications with one of ``classes`` given by a local route: set aside, never a cause."""
-    return [m for m in ctx.record.medications if any(m.has_class(c) for c in classes) and not is_systemic(ctx, m)]
-
-
-def planned_with_class(ctx: RuleContext, *classes: str) -> list[MedicationUse]:
-    """Medications not started yet (MedicationStatement intended, MedicationRequest intent plan/proposal or draft
-    status outside the draft orders): "planned", never the cause of a low magnesium."""
-    return [m for m in ctx.record.medication_history
-            if m.state == "planned" and any(m.has_class(c) for c in classes) and is_systemic(ctx, m)]
-
-
-def last_known_date(m: MedicationUse) -> datetime | None:
-    """The last date a course is known to have run: its end, else its start (an order's authoredOn)."""
-    return m.end or m.start
-
-
-def exposure_window(ctx: RuleContext, m: MedicationUse) -> tuple[int, str, str] | None:
-    """(days, class id, source id) of the longest recent-exposure window of m's classes; None when no class has one."""
-    best: tuple[int, str, str] | None = None
-    for cls in m.classes():
-        c = ctx.knowledge.model.classes[cls]
-        if c.exposure_window_days is not None and (best is None or c.exposure_window_days > best[0]):
-            best = (c.exposure_window_days, cls, c.exposure_source or c.source)
-    return best
-
-
-def recent_exposures(ctx: RuleContext, *classes: str) -> list[MedicationUse]:
-    """Systemic courses not taken today that still count: on hold (paused), or completed/stopped with a last
-    known date within the class's exposure window (knowledge classes.exposure_window_days)."""
-    out: list[MedicationUse] = []
-    for m in ctx.record.medication_history:
-        if not any(m.has_class(c) for c in classes) or not is_systemic(ctx, m):
-            continue
-        if m.state == "on-hold":
-            out.append(m)
-        elif m.state == "ended":
-            window = exposure_window(ctx, m)
-            last = last_known_date(m)
-            if window is None:
-                continue
-            # undated: it may be recent, so it is shown (and said to be undated)
-            if last is None or last <= ctx.now + timedelta(days=1) and ctx.now - last <= timedelta(days=window[0]):
-                out.append(m)
-    return out
-
-
-def exposure_line(ctx: RuleContext, m: MedicationUse, with_class: bool = True) -> str:
-    """'- **Cisplatin** (platinum chemotherapy), course completed, ended 2026-11-05 (20 days ago) ...'."""
-    k = ctx.knowledge
-    classes = [k.model.classes[c].display for c in sorted(m.classes())] if with_class else []
-    parts = [f"- **{m.label}**" + (f" ({', '.join(classes)})" if classes else "")]
-    if m.route:
-        parts.append(f", {m.route}")
-    if m.state == "on-hold":
-        since = f", ordered {m.start.date().isoformat()} ({days_since(ctx, m.start)} days ago)" if m.start else ""
-        parts.append(f", **on hold** (paused, not stopped){since}")
-    else:
-        status = "stopped" if m.status == "stopped" else "completed"
-        if m.end is not None:
-            parts.append(f", course {status}, ended {m.end.date().isoformat()} ({days_since(ctx, m.end)} days ago)")
-        elif m.start is not None:
-            parts.append(f", course {status}, end date not recorded (started {m.start.date().isoformat()}, "
-                         f"{days_since(ctx, m.start)} days ago)")
-        else:
-            parts.append(f", course {status}, no date recorded: it may be recent")
-        window = exposure_window(ctx, m)
-        if window is not None and last_known_date(m) is not None:
-            days, cls, source = window
-            parts.append(f"; within the {days}-day recent-exposure window for {k.model.classes[cls].display} "
-                         f"({k.source(source).citation})")
-    parts.append(f"; {m.source.reference}")
-    return "".join(parts)
-
-
-def exposure_lines(ctx: RuleContext, group: list[MedicationUse]) -> list[str]:
-    """One drug's recent courses: one line, or the drug once with each course below it."""
-    if len(group) == 1:
-        return [exposure_line(ctx, group[0])]
-    k = ctx.knowledge
-    classes = [k.model.classes[c].display for c in sorted(group[0].classes())]
-    head = f"- **{group[0].label}**" + (f" ({', '.join(classes)})" if classes else "") + f": {len(group)} courses"
-    return [head] + ["  " + exposure_line(ctx, m, with_class=False) for m in group]
-
-
-def group_by_ingredient(meds: Iterable[MedicationUse]) -> list[list[MedicationUse]]:
-    """Orders grouped by their ingredients (first-seen order): one drug listed once, with all its orders."""
-    groups: dict[tuple[str, ...], list[MedicationUse]] = {}
-    for m in meds:
-        key = tuple(sorted(i.ingredient for i in m.ingredients)) or (m.label.lower(),)
-        groups.setdefault(key, []).append(m)
-    return list(groups.values())
-
-
-def group_label(group: list[MedicationUse]) -> str:
-    """A drug for a summary: its label when ordered once, else its ingredient name(s) and the number of orders."""
-    if len(group) == 1:
-        return group[0].label
-    names = " + ".join(i.ingredient for i in group[0].ingredients) or group[0].label
-    return f"{names} ({len(group)} orders)"
-
-
-def exposure_label(group: list[MedicationUse]) -> str:
-    """'cetuximab (on hold)', 'cisplatin (completed 2026-11-05)' for summaries: a drug's most telling course
-    (on hold first, else the latest dated one, else undated)."""
-    m = group[0]
-    names = " + ".join(i.ingredient for i in m.ingredients) or m.label
-    if any(x.state == "on-hold" for x in group):
-        return f"{names} (on hold)"
-    dated = [x for x in group if last_known_date(x) is not None]
-    if not dated:
-        return f"{names} ({'stopped' if m.status == 'stopped' else 'completed'}, undated)"
-    latest = max(dated, key=lambda x: last_known_date(x))  # type: ignore[arg-type, return-value]
-    status = "stopped" if latest.status == "stopped" else "completed"
-    return f"{names} ({status} {last_known_date(latest).date().isoformat()})"  # type: ignore[union-attr]
-
-
-def grouped_med_lines(ctx: RuleContext, meds: Iterable[MedicationUse], with_class: bool = True) -> list[str]:
-    """med_line per drug; a drug with several orders is listed once with each of its orders below it."""
-    lines: list[str] = []
-    k = ctx.knowledge
-    for group in group_by_ingredient(meds):
-        if len(group) == 1:
-            lines.append(med_line(ctx, group[0], with_class))
-            continue
-        head = f"- **{group[0].label}**"
-        if with_class:
-            classes = [k.model.classes[c].display for c in sorted(group[0].classes())]
-            if classes:
-                head += f" ({', '.join(classes)})"
-        lines.append(head + f": {len(group)} orders")
-        lines += ["  " + med_line(ctx, m, with_class=False) for m in group]
-    return lines
-
-
-def local_route_lines(ctx: RuleContext, meds: Iterable[MedicationUse]) -> list[str]:
-    """Local-route products set aside, each once, with the class's note where the knowledge has one."""
-    k = ctx.knowledge
-    lines: list[str] = []
-    for group in group_by_ingredient(meds):
-        m = group[0]
-        refs = ", ".join(x.source.reference for x in group)
-        lines.append(f"- {m.label} ({m.route} route): a local route, not a systemic magnesium waster; {refs}")
-        for cls in sorted(m.classes()):
-            c = k.model.classes[cls]
-            if c.local_route_note and m.route == "inhalation":
-                lines.append(f"  - {c.local_route_note}")
-            if c.local_route_source and m.route == "inhalation":
-                lines.append(f"  - {k.source(c.local_route_source).citation}")
-    return lines

@@ -8,24 +8,26 @@ from ..record.model import MedicationUse
 from .base import Action, Finding, RuleContext, Suggestion, lab_fact_line, short_value
 from .common import (
     GENERAL_OVERRIDES,
-    active_with_class,
     analyte_codes,
     days_since,
     drafted_test,
+    lab_service_request,
+    magnesium_is_low,
+    policy_note,
+    unreadable_facts,
+    unreadable_note,
+)
+from .medications import (
+    active_with_class,
     exposure_label,
     exposure_lines,
     group_by_ingredient,
     group_label,
     grouped_med_lines,
-    lab_service_request,
     local_route_lines,
     local_route_with_class,
-    magnesium_is_low,
     planned_with_class,
-    policy_note,
     recent_exposures,
-    unreadable_facts,
-    unreadable_note,
     wasting_classes,
 )
 

@@ -10,7 +10,6 @@ from .base import ASSESSMENT, TODO, Action, Finding, RuleContext, Suggestion, la
 from .common import (  # issue 10 item 9
     GENERAL_OVERRIDES,
     above,
-    active_with_class,
     analyte_codes,
     derived_line,
     derived_value,
@@ -20,11 +19,10 @@ from .common import (  # issue 10 item 9
     low_limit,
     magnesium_is_low,
     magnesium_low,
-    recent_exposures,
     unreadable_facts,
     unreadable_note,
-    wasting_classes,
 )
+from .medications import active_with_class, recent_exposures, wasting_classes
 
 FEMG_TESTS = (
     ("19124-7", "urine_magnesium", "Spot urine magnesium"),

@@ -2,18 +2,8 @@
 from __future__ import annotations
 
 from .base import Action, Finding, RuleContext, Suggestion, lab_fact_line, shown_pair, with_action
-from .common import (
-    GENERAL_OVERRIDES,
-    active_with_class,
-    drafts_with_class,
-    high_limit,
-    kidney_line,
-    magnesium_high,
-    med_line,
-    mg_mmol,
-    obstetric_magnesium,
-    within_advice_window,
-)
+from .common import GENERAL_OVERRIDES, high_limit, kidney_line, magnesium_high, mg_mmol, obstetric_magnesium, within_advice_window
+from .medications import active_with_class, drafts_with_class, med_line
 
 
 def hypermagnesemia(ctx: RuleContext) -> Finding | None:

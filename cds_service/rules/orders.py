@@ -3,17 +3,12 @@ from __future__ import annotations
 
 from ..record.model import LabResult, MedicationUse
 from .base import TODO, VALUES, Action, Finding, OverrideReason, RuleContext, Suggestion, lab_fact_line, short_value, with_action
+from .calcium import calcium_status
 from .common import (
     GENERAL_OVERRIDES,
-    active_with_class,
     analyte_codes,
     below,
-    calcium_status,
     drafted_test,
-    drafts_with_class,
-    group_by_ingredient,
-    group_label,
-    grouped_med_lines,
     kidney_line,
     kidney_summary,
     lab_service_request,
@@ -22,16 +17,23 @@ from .common import (
     magnesium_is_low,
     magnesium_low,
     magnesium_low_or_unmeasured,
-    med_line,
     obstetric_magnesium,
     policy_note,
     recent,
     sentence_case,
-    systemic_drafts_with_class,
     unreadable_note,
-    wasting_classes,
 )
 from .doses import daily_micrograms, magnesium_dose, magnesium_load_48h
+from .medications import (
+    active_with_class,
+    drafts_with_class,
+    group_by_ingredient,
+    group_label,
+    grouped_med_lines,
+    med_line,
+    systemic_drafts_with_class,
+    wasting_classes,
+)
 from .regimens import Regimen, iv_regimen, iv_regimen_text, label_iv_maximum_text, oral_regimen, paediatric_text, renal_ceiling_text
 
 WASTING_DRAFT_OVERRIDES = (

@@ -3,27 +3,22 @@ from __future__ import annotations
 
 from ..record.model import MedicationUse
 from .base import ASSESSMENT, TODO, VALUES, Finding, RuleContext, days_ago_text, lab_fact_line, short_value, with_action
+from .calcium import CalciumStatus, calcium_from_result, calcium_series, calcium_status
 from .common import (
     GENERAL_OVERRIDES,
-    CalciumStatus,
-    active_with_class,
-    calcium_from_result,
-    calcium_series,
-    calcium_status,
     has_night_dosing,
     kidney_line,
     magnesium_low,
     magnesium_low_or_unmeasured,
-    med_line,
     mg_mmol,
     persistent_low,
     policy_note,
     unreadable_facts,
     unreadable_note,
-    wasting_classes,
     within_advice_window,
 )
 from .doses import administrations_per_48h, magnesium_dose
+from .medications import active_with_class, med_line, wasting_classes
 from .regimens import iv_regimen_text, paediatric_text
 
 PARENTERAL = ("intravenous", "subcutaneous", "intramuscular")

@@ -2,18 +2,8 @@
 from __future__ import annotations
 
 from .base import Finding, RuleContext, lab_fact_line
-from .common import (
-    GENERAL_OVERRIDES,
-    active_with_class,
-    drafts_with_class,
-    estimate_text,
-    kidney_line,
-    kidney_summary,
-    magnesium_high_now,
-    magnesium_is_low,
-    med_line,
-    sentence_case,
-)
+from .common import GENERAL_OVERRIDES, estimate_text, kidney_line, kidney_summary, magnesium_high_now, magnesium_is_low, sentence_case
+from .medications import active_with_class, drafts_with_class, med_line
 from .regimens import renal_ceiling_text
 
 

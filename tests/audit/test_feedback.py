@@ -59,7 +59,7 @@ def test_a_later_different_outcome_for_the_same_card_is_a_new_row(app_factory, s
 def test_feedback_while_the_store_is_down_is_a_503_outcome_not_a_500(app_factory, sqlite_url):
     from sqlalchemy.orm import sessionmaker
 
-    from cds_service.audit.store import make_engine
+    from cds_service.audit.database import make_engine
 
     app = app_factory(database_url=sqlite_url)
     store = get_services(app).store

@@ -5,9 +5,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
+from cds_service.audit.database import make_engine
 from cds_service.audit.migrate import current_revision, downgrade, head_revision, upgrade
 from cds_service.audit.schema import Base
-from cds_service.audit.store import AuditStore, make_engine
+from cds_service.audit.store import AuditStore
 
 TABLES = {"invocation", "card", "feedback", "seen_jti", "record_snapshot", "alembic_version"}
 

@@ -11,8 +11,9 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
+from cds_service.audit.database import make_engine
 from cds_service.audit.schema import CardRow, FeedbackRow, InvocationRow
-from cds_service.audit.store import AuditStore, make_engine
+from cds_service.audit.store import AuditStore
 from cds_service.cli import main
 from cds_service.services import get_services
 
@@ -131,7 +132,7 @@ def test_a_burst_is_written_in_batches_and_one_bad_record_loses_no_other(sqlite_
     (kept in the spool's rejected/ directory and counted)."""
     import threading
 
-    from cds_service.audit import store as store_module
+    from cds_service.audit import writer
     from cds_service.audit.spool import read_frames
 
     store = AuditStore(sqlite_url)
@@ -153,7 +154,7 @@ def test_a_burst_is_written_in_batches_and_one_bad_record_loses_no_other(sqlite_
     gate.set()
     written = [r.hook_instance for r in rows(store)]
     assert len(written) == 499 and "burst-bad" not in written
-    assert max(batches) == store_module.WRITE_BATCH > 1
+    assert max(batches) == writer.WRITE_BATCH > 1
     assert (store.stats()["written"], store.stats()["failed"]) == (499, 1)
     [rejected] = (store.spool_dir / "rejected").iterdir()
     with open(rejected, "rb") as fh:

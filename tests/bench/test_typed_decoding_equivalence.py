@@ -21,9 +21,9 @@ from cds_service.api.body import decode_typed
 from cds_service.audit.invocation import Invocation
 from cds_service.config import Settings
 from cds_service.fixtures import HOOKS, SERVICE_FOR_HOOK, prefetch_for, stored_resources
-from cds_service.record import lean
 from cds_service.record.builder import RecordBuilder, ResolvedData
 from cds_service.record.dates import parse_fhir_datetime
+from cds_service.record.typed_observations import ObservationData
 from cds_service.services import get_services
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,7 +46,7 @@ def engine(tmp_path_factory, knowledge):
 
 
 def typed_observations(body: dict) -> int:
-    return sum(type(e.get("resource")) is lean.ObservationData for v in (body.get("prefetch") or {}).values()
+    return sum(type(e.get("resource")) is ObservationData for v in (body.get("prefetch") or {}).values()
                if isinstance(v, dict) for e in (v.get("entry") or []) if isinstance(e, dict))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from rules_factory import K, ago, ctx, lab, med, normal_kidneys, record, run
 
-from cds_service.rules.common import calcium_status
+from cds_service.rules.calcium import calcium_status
 
 CALCIUM = med("calcium carbonate", start=ago(60))
 
