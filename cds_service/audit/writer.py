@@ -165,6 +165,9 @@ class SpoolWriter:
             log.info("audit: shipping %d spooled record(s) at exit", len(self._pending))
         self.flush(timeout=5.0)  # what is left stays in the spool: the next process ships it
         self._stop.set()
+        self._wake.set()
+        if self._thread is not None and self._thread.is_alive():
+            self._thread.join(5)  # a spool of a dead process being shipped is finished (and deleted), not cut short
         if self.spool is not None:
             self.spool.sync()
             self.spool.close(delete=not self._pending)
