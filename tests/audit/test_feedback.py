@@ -1,7 +1,7 @@
 """Feedback: linked to card and invocation, stored once when sent twice, unknown cards kept and flagged."""
 from __future__ import annotations
 
-from .helpers import PATIENT_VIEW, feedback_rows, patient_view_body, rows
+from tests.audit.helpers import PATIENT_VIEW, feedback_rows, patient_view_body, rows
 
 
 def _feedback(card, outcome="overridden", ts="2026-11-25T12:05:00Z", **extra):
@@ -73,8 +73,7 @@ def test_feedback_that_arrives_before_its_call_is_shipped_is_linked_when_it_is(a
     from sqlalchemy import select
 
     from cds_service.audit.schema import FeedbackRow
-
-    from .helpers import PATIENT_VIEW, patient_view_body, rows
+    from tests.audit.helpers import PATIENT_VIEW, patient_view_body, rows
 
     app = app_factory()
     store = app.extensions["cds"].store

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .helpers import ISSUER, PATIENT_VIEW, client_jwt, failing_fhir_server, patient_view_body, rows, serve, trusted_issuers_file
+from tests.audit.helpers import ISSUER, PATIENT_VIEW, client_jwt, failing_fhir_server, patient_view_body, rows, serve, trusted_issuers_file
 
 URL = f"/cds-services/{PATIENT_VIEW}"
 

@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from helpers.env import FIXED_NOW
 
 from bench.burden import synthea_dir
 from cds_service import create_app
@@ -20,6 +19,7 @@ from cds_service.engine import Invocation
 from cds_service.fixtures import HOOKS, SERVICE_FOR_HOOK, build_request, list_scenarios, prefetch_for, stored_resources
 from cds_service.knowledge import Knowledge
 from cds_service.record.dates import parse_fhir_datetime
+from tests.helpers.env import FIXED_NOW
 
 SYNTHEA_FILES = sorted(synthea_dir().glob("*.json"))
 ABNORMAL_CODES = {"L", "LL", "LU", "H", "HH", "HU", "A", "AA", "<", ">"}
