@@ -1,11 +1,13 @@
-"""Test lanes: the infrastructure markers, applied from the fixtures a test uses and enforced (a pytest plugin,
-loaded by tests/conftest.py).
+"""Test lanes: the markers that keep the quick lane honest, applied from the fixtures a test uses and enforced (a
+pytest plugin, loaded by tests/conftest.py).
 
 ``integration``, ``postgres`` and ``browser`` say what a test needs besides Python: the real FHIR server, the
 PostgreSQL audit database, headless chromium. A test that uses an infrastructure fixture gets the marker
 automatically; a test that reaches the infrastructure another way (a subprocess, a direct lookup) carries it
 itself. The marker is also the key: a test without it runs with that infrastructure's variables withheld from
 the environment, so a forgotten marker fails loudly in the full suite instead of slipping into the quick lane.
+Likewise a test not marked ``processes`` cannot start a process, and ``slow`` (by hand) marks the in-process tests
+that take a second or more by design.
 
 The quick lane deselects by marker (``QUICK_LANE``, run by ``bash scripts/test.sh --quick``); nothing is ever
 skipped for missing infrastructure: in the full suite (and in CI) it is a failure.
@@ -67,9 +69,6 @@ def require_env(name: str, hint: str) -> str:
 
 def _refuse(call: str) -> Callable[..., object]:
     def refuse(*args: object, **kwargs: object) -> object:
-        if os.environ.get("LANES_RECORD_TMP"):
-            with open(os.environ["LANES_RECORD_TMP"], "a") as f:
-                f.write(os.environ.get("PYTEST_CURRENT_TEST", "?") + "\n")
         pytest.fail(f"this test starts a process ({call}) but is not marked `processes`: mark it @pytest.mark.processes "
                     "(tests/helpers/lanes.py)")
 
@@ -91,7 +90,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
-    """Run the test with the variables of the infrastructure it is not marked for withheld."""
+    """Run the test with the variables of the infrastructure it is not marked for withheld, and unable to start a
+    process unless it is marked `processes`."""
     saved, outer = dict(os.environ), dict(_withheld)  # outer: when pytest runs inside a test (pytester)
     _withheld.clear()
     for marker, infra in INFRASTRUCTURE.items():
