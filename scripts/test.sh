@@ -4,8 +4,8 @@
 #   bash scripts/test.sh [pytest args...]      e.g. bash scripts/test.sh -x -k prefetch
 #   bash scripts/test.sh --quick [pytest args...]
 #                the quick lane: no FHIR server, PostgreSQL or chromium (phases apt, compose, fhir and postgres
-#                skipped); pytest deselects the tests marked integration, postgres, browser or wheel
-#                (-m "$QUICK_LANE" from tests/helpers/lanes.py). CI (.ci/run) always runs the full suite.
+#                skipped); pytest deselects by marker every test that needs more than Python (-m QUICK_LANE
+#                from tests/helpers/lanes.py). CI (.ci/run) always runs the full suite.
 #
 # Phases (each timed; a summary is printed at the end):
 #   1. venv      .venv for the project (created if missing) + pip install -e '.[test]' (says every 15 s that pip still runs)
@@ -241,7 +241,7 @@ say "CDS_TEST_CHROMIUM=$CDS_TEST_CHROMIUM"
 LANE=()
 if [ "$QUICK" = 1 ]; then
   LANE=(-m "$("$VENV/bin/python" -c 'from tests.helpers.lanes import QUICK_LANE; print(QUICK_LANE)')")
-  say "quick lane: the tests marked integration, postgres, browser or wheel are deselected"
+  say "quick lane: deselecting by marker (QUICK_LANE, tests/helpers/lanes.py)"
 fi
 say ".venv/bin/python -m pytest ${LANE[*]} $*"
 set +e
