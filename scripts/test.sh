@@ -2,6 +2,10 @@
 # Install everything the test suite needs and run it: THE test command (README, CI's .ci/run).
 #
 #   bash scripts/test.sh [pytest args...]      e.g. bash scripts/test.sh -x -k prefetch
+#   bash scripts/test.sh --quick [pytest args...]
+#                the quick lane: no FHIR server, PostgreSQL or chromium (phases apt, compose, fhir and postgres
+#                skipped); pytest deselects by marker every test that needs more than Python (-m QUICK_LANE
+#                from tests/helpers/lanes.py). CI (.ci/run) always runs the full suite.
 #
 # Phases (each timed; a summary is printed at the end):
 #   1. venv      .venv for the project (created if missing) + pip install -e '.[test]' (says every 15 s that pip still runs)
@@ -19,6 +23,9 @@
 # Whatever this script started is stopped on exit, also on failure or interrupt.
 # Exit code: pytest's; pytest's 5 ("no tests collected") is turned into 1 with a message.
 set -euo pipefail
+
+QUICK=0
+if [ "${1:-}" = "--quick" ]; then QUICK=1; shift; fi
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -111,7 +118,7 @@ have_pg_binaries() {
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1
 }
 
-say "repo $ROOT; CI=${CI:-}; $("$PYTHON" --version 2>&1); args: $*"
+say "repo $ROOT; CI=${CI:-}; $("$PYTHON" --version 2>&1); args: $*$([ "$QUICK" = 1 ] && echo ' (quick lane)')"
 
 # ---------------------------------------------------------------- 1. venv
 phase venv
@@ -149,7 +156,9 @@ if [ -x /usr/bin/chromium ] && [ ! -x /usr/bin/chromedriver ]; then APT_PKGS+=(c
 if [ -f "$COMPOSE_FILE" ] && ! command -v docker-compose >/dev/null 2>&1; then APT_PKGS+=(docker-compose); fi
 if [ -z "${CDS_TEST_POSTGRES_URL:-}" ] && [ -z "${CDS_PG_BINDIR:-}" ] && ! have_pg_binaries; then APT_PKGS+=(postgresql); fi
 [ -x /usr/sbin/nginx ] || APT_PKGS+=(nginx-light)   # the Kubernetes proxy config is run in front of the service
-if [ "${#APT_PKGS[@]}" = 0 ]; then
+if [ "$QUICK" = 1 ]; then
+  say "quick lane: NOT installing anything (no browser, FHIR server or PostgreSQL needed)"
+elif [ "${#APT_PKGS[@]}" = 0 ]; then
   say "nothing to install"
 elif [ "${CDS_TEST_SKIP_APT:-0}" != 0 ]; then
   say "CDS_TEST_SKIP_APT set: NOT installing ${APT_PKGS[*]}"
@@ -187,7 +196,7 @@ if [ -x /usr/bin/chromium ]; then
 fi
 
 # ---------------------------------------------------------------- 3. compose
-if [ -f "$COMPOSE_FILE" ]; then
+if [ -f "$COMPOSE_FILE" ] && [ "$QUICK" = 0 ]; then
   phase compose
   if command -v docker-compose >/dev/null 2>&1; then
     docker-compose -f "$COMPOSE_FILE" config -q || die "docker-compose -f $COMPOSE_FILE config -q failed"
@@ -201,7 +210,9 @@ fi
 
 # ---------------------------------------------------------------- 4. FHIR server
 phase fhir
-if [ -n "${CDS_TEST_FHIR_BASE:-}" ]; then
+if [ "$QUICK" = 1 ]; then
+  say "quick lane: no FHIR server"
+elif [ -n "${CDS_TEST_FHIR_BASE:-}" ]; then
   say "using the external FHIR server CDS_TEST_FHIR_BASE=$CDS_TEST_FHIR_BASE"
 else
   STARTED_FHIR=1
@@ -215,7 +226,9 @@ export CDS_TEST_FHIR_BASE
 
 # ---------------------------------------------------------------- 5. PostgreSQL
 phase postgres
-if [ -n "${CDS_TEST_POSTGRES_URL:-}" ]; then
+if [ "$QUICK" = 1 ]; then
+  say "quick lane: no PostgreSQL"
+elif [ -n "${CDS_TEST_POSTGRES_URL:-}" ]; then
   say "using the external PostgreSQL CDS_TEST_POSTGRES_URL=$CDS_TEST_POSTGRES_URL"
 else
   STARTED_PG=1
@@ -227,13 +240,18 @@ export CDS_TEST_POSTGRES_URL
 phase pytest
 export CDS_TEST_CHROMIUM="${CDS_TEST_CHROMIUM:-/usr/bin/chromium}"
 export CDS_TEST_CHROMEDRIVER="${CDS_TEST_CHROMEDRIVER:-/usr/bin/chromedriver}"
-say "CDS_TEST_FHIR_BASE=$CDS_TEST_FHIR_BASE"
-say "CDS_TEST_POSTGRES_URL=$CDS_TEST_POSTGRES_URL"
+say "CDS_TEST_FHIR_BASE=${CDS_TEST_FHIR_BASE:-}"
+say "CDS_TEST_POSTGRES_URL=${CDS_TEST_POSTGRES_URL:-}"
 say "CDS_TEST_CHROMIUM=$CDS_TEST_CHROMIUM"
-say ".venv/bin/python -m pytest $*"
+LANE=()
+if [ "$QUICK" = 1 ]; then
+  LANE=(-m "$("$VENV/bin/python" -c 'from tests.helpers.lanes import QUICK_LANE; print(QUICK_LANE)')")
+  say "quick lane: deselecting by marker (QUICK_LANE, tests/helpers/lanes.py)"
+fi
+say ".venv/bin/python -m pytest ${LANE[*]} $*"
 set +e
 # tee ignores SIGINT so that pytest can still print its summary after a Ctrl-C
-"$VENV/bin/python" -m pytest "$@" 2>&1 | ( trap '' INT; exec tee "$PYTEST_LOG" )
+"$VENV/bin/python" -m pytest "${LANE[@]}" "$@" 2>&1 | ( trap '' INT; exec tee "$PYTEST_LOG" )
 PYTEST_RC=${PIPESTATUS[0]}
 set -e
 FINAL_LINE="$(grep -v '^[[:space:]]*$' "$PYTEST_LOG" | tail -n 1 || true)"

@@ -4,14 +4,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers.env import FIXED_NOW, fhir_base_url  # noqa: F401  (fhir_base_url re-exported)
 
 from cds_service import create_app
 from cds_service.config import Settings
 from cds_service.knowledge import load_knowledge
 from cds_service.services import get_services
+from tests.helpers.env import FIXED_NOW, fhir_base_url  # noqa: F401  (fhir_base_url re-exported)
 
 REPO = Path(__file__).resolve().parents[1]
+# the lane markers (integration, postgres, browser, processes): applied from the fixtures a test uses, and enforced;
+# pytester runs pytest inside tests/test_lanes.py
+pytest_plugins = ("tests.helpers.lanes", "pytester")
 
 
 @pytest.fixture(scope="session")

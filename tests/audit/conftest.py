@@ -1,21 +1,18 @@
 """Audit test fixtures: hook request bodies, SQLite and PostgreSQL stores (PostgreSQL is required, never skipped)."""
 from __future__ import annotations
 
-import os
 import uuid
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from sqlalchemy import create_engine, text
 
+from tests.helpers.lanes import require_env
+
 
 def postgres_admin_url() -> str:
-    url = os.environ.get("CDS_TEST_POSTGRES_URL")
-    if not url:
-        pytest.fail("CDS_TEST_POSTGRES_URL is not set: the audit store must be tested on PostgreSQL too. Run the suite "
-                    "with `bash scripts/test.sh` (it starts one), or `export CDS_TEST_POSTGRES_URL=$(bash "
-                    "scripts/postgres.sh start)`")
-    return url
+    return require_env("CDS_TEST_POSTGRES_URL", "the audit store must be tested on PostgreSQL too. Run the suite with "
+                       "`bash scripts/test.sh` (it starts one), or `export CDS_TEST_POSTGRES_URL=$(bash scripts/postgres.sh start)`")
 
 
 @pytest.fixture
@@ -38,9 +35,9 @@ def sqlite_url(tmp_path):
     return f"sqlite:///{tmp_path}/audit.sqlite3"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request, tmp_path):
-    """Both backends: a fresh SQLite file, and a fresh PostgreSQL database."""
+    """Both backends: a fresh SQLite file, and a fresh PostgreSQL database (marked `postgres`: it is fetched by name)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/audit.sqlite3"
     return request.getfixturevalue("postgres_url")

@@ -6,11 +6,11 @@ import uuid
 from datetime import UTC
 from typing import Any
 
-from helpers.processes import serve_wsgi as serve  # noqa: F401 (the audit tests' name for it)
 from sqlalchemy import select
 
 from cds_service.audit.schema import FeedbackRow, InvocationRow
 from cds_service.services import get_services
+from tests.helpers.processes import serve_wsgi as serve  # noqa: F401 (the audit tests' name for it)
 
 PATIENT_VIEW = "magnesium-patient-view"
 

@@ -10,8 +10,7 @@ import pytest
 import requests
 
 from cds_service.audit.queries import aware
-
-from .helpers import PATIENT_VIEW, patient_view_body, rows, serve, trusted_issuers_file
+from tests.audit.helpers import PATIENT_VIEW, patient_view_body, rows, serve, trusted_issuers_file
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / "test-artifacts" / "audit-page.png"
@@ -53,6 +52,7 @@ def _driver(user_data_dir: str):
     return webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
 
 
+@pytest.mark.browser
 def test_audit_page_in_headless_chromium(app_factory):
     from selenium.webdriver.common.by import By
 

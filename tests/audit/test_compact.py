@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select, text
 
@@ -12,8 +13,7 @@ from cds_service.audit.compact import GAP_SAMPLE
 from cds_service.audit.schema import RecordSnapshotRow
 from cds_service.cli import main
 from cds_service.services import get_services
-
-from .helpers import PATIENT_VIEW, patient_view_body, rows
+from tests.audit.helpers import PATIENT_VIEW, patient_view_body, rows
 
 URL = f"/cds-services/{PATIENT_VIEW}"
 
@@ -34,6 +34,7 @@ def stored_bytes(store) -> int:
     return int(invocation + cards + snapshots)
 
 
+@pytest.mark.slow
 def test_a_realistic_chart_costs_under_8_kb_per_call_and_its_snapshot_is_stored_once(app_factory, sqlite_url):
     app = app_factory(database_url=sqlite_url)
     client = app.test_client()
@@ -59,6 +60,7 @@ def test_a_realistic_chart_costs_under_8_kb_per_call_and_its_snapshot_is_stored_
     assert result.exit_code == 0 and "replayed 20 call(s)" in result.output, result.output
 
 
+@pytest.mark.slow
 def test_a_prefetch_of_50000_unreadable_entries_makes_a_small_row_that_replays_unchanged(app_factory, db_url):
     app = app_factory(database_url=db_url, max_body_bytes=16 * 1024 * 1024)
     body = patient_view_body("hi-gaps", mg=1.1)

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import multiprocessing
 
+import pytest
 from sqlalchemy import func, select
 
 from cds_service.audit.schema import CardRow, InvocationRow
 from cds_service.audit.store import AuditStore
+from tests.audit.helpers import write_invocations_in_process
 
-from .helpers import write_invocations_in_process
+pytestmark = pytest.mark.processes  # four writer processes
 
 WORKERS, N = 4, 60
 

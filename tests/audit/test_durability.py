@@ -19,13 +19,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import requests
-from helpers.processes import CuttableProxy, Served
 from sqlalchemy import func, select
 
 from cds_service.audit.schema import InvocationRow
 from cds_service.audit.store import AuditStore
+from tests.audit.helpers import PATIENT_VIEW, patient_view_body
+from tests.helpers.processes import CuttableProxy, Served
 
-from .helpers import PATIENT_VIEW, patient_view_body
+pytestmark = pytest.mark.processes  # cds-service serve under gunicorn, stopped with SIGTERM and kill -9
 
 CALLS = 24
 
@@ -66,7 +67,7 @@ class Outage:
             self.end()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])  # postgres_url fetched by name
 def outage(request, tmp_path) -> Iterator[Outage]:
     url = f"sqlite:///{tmp_path}/audit.sqlite3" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
     AuditStore(url, background=False).close()  # the schema exists before the outage

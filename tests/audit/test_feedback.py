@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 from cds_service.services import get_services
-
-from .helpers import PATIENT_VIEW, feedback_rows, patient_view_body, rows
+from tests.audit.helpers import PATIENT_VIEW, feedback_rows, patient_view_body, rows
 
 
 def _feedback(card, outcome="overridden", ts="2026-11-25T12:05:00Z", **extra):
@@ -75,8 +74,7 @@ def test_feedback_that_arrives_before_its_call_is_shipped_is_linked_when_it_is(a
     from sqlalchemy import select
 
     from cds_service.audit.schema import FeedbackRow
-
-    from .helpers import PATIENT_VIEW, patient_view_body, rows
+    from tests.audit.helpers import PATIENT_VIEW, patient_view_body, rows
 
     app = app_factory()
     store = get_services(app).store

@@ -5,8 +5,7 @@ import json
 from pathlib import Path
 
 from cds_service.services import get_services
-
-from .helpers import ISSUER, PATIENT_VIEW, client_jwt, failing_fhir_server, patient_view_body, rows, serve, trusted_issuers_file
+from tests.audit.helpers import ISSUER, PATIENT_VIEW, client_jwt, failing_fhir_server, patient_view_body, rows, serve, trusted_issuers_file
 
 URL = f"/cds-services/{PATIENT_VIEW}"
 

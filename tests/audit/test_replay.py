@@ -10,8 +10,7 @@ from cds_service.audit.invocation import snapshot
 from cds_service.audit.replay import record_from_snapshot
 from cds_service.cli import main
 from cds_service.knowledge import DATA_DIR
-
-from .helpers import PATIENT_VIEW, patient_view_body, rows
+from tests.audit.helpers import PATIENT_VIEW, patient_view_body, rows
 
 
 def _record_calls(app_factory, db_url):

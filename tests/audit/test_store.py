@@ -7,6 +7,7 @@ import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
@@ -16,13 +17,13 @@ from cds_service.audit.schema import CardRow, FeedbackRow, InvocationRow
 from cds_service.audit.store import AuditStore
 from cds_service.cli import main
 from cds_service.services import get_services
-
-from .helpers import PATIENT_VIEW, card, feedback_rows, invocation, patient_view_body, rows
+from tests.audit.helpers import PATIENT_VIEW, card, feedback_rows, invocation, patient_view_body, rows
 
 REPO = Path(__file__).resolve().parents[2]
 DOWN = "postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1"  # nothing listens on port 1
 
 
+@pytest.mark.slow
 def test_store_outage_keeps_records_in_the_spool_and_ships_them_when_it_returns(app_factory):
     app = app_factory()
     store = get_services(app).store
@@ -73,12 +74,11 @@ def test_in_memory_sqlite_store_writes_from_its_background_thread():
     store.close()
 
 
+@pytest.mark.processes
 def test_queued_records_are_written_on_a_normal_exit(tmp_path):
     url = f"sqlite:///{tmp_path}/exit.sqlite3"
     script = textwrap.dedent(f"""
-        import sys
-        sys.path.insert(0, {str(REPO / 'tests')!r})
-        from audit.helpers import invocation
+        from tests.audit.helpers import invocation
         from cds_service.audit.store import AuditStore
         store = AuditStore({url!r})
         for i in range(400):

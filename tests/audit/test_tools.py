@@ -11,8 +11,7 @@ from click.testing import CliRunner
 
 from cds_service.audit.store import AuditStore
 from cds_service.cli import main
-
-from .helpers import PATIENT_VIEW, card, invocation
+from tests.audit.helpers import PATIENT_VIEW, card, invocation
 
 ORDER_SIGN = "magnesium-order-sign"
 HYPO, WASTING, GAPS = "hypomagnesemia", "magnesium-wasting-drug", "data-gaps"

@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from bench import report, run
+
+pytestmark = pytest.mark.processes  # the benchmark runs the service as a process
 
 
 def test_quick_run_writes_the_report_and_chart(tmp_path):

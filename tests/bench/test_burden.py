@@ -22,6 +22,7 @@ def burdens(openings):
     return out
 
 
+@pytest.mark.slow
 def test_every_generated_patient_and_every_fixture_is_opened_once(openings):
     generated = [o for o in openings if o.population == "generated"]
     assert len(generated) == len(sorted(synthea_dir().glob("*.json"))) == 16

@@ -5,6 +5,7 @@ fields set) with nothing dropped; whatever it refuses goes to the tolerant path,
 """
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -77,6 +78,7 @@ def _check_model_fast_path(raw: dict) -> bool:
     return True
 
 
+@pytest.mark.slow
 def test_observation_facts_equal_the_validated_model():
     counts = {"facts": 0, "model": 0}
 

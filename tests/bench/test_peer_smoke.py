@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from bench import peer
 
 
+@pytest.mark.processes
 def test_quick_peer_run_reports_every_budget_line(tmp_path):
     assert peer.main(["--quick", "--no-models", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "peer.md").read_text()
@@ -26,6 +29,7 @@ def test_the_peer_body_is_the_realistic_chart():
     assert len(low) == 1
 
 
+@pytest.mark.slow
 def test_in_process_only_reports_item_3_lines_typed_and_plain(tmp_path, monkeypatch):
     """`--in-process-only` measures the call with the typed decoding and with the plain reading (the read_json
     switch really switches: the typed call reaches decode_typed, the plain one does not)."""

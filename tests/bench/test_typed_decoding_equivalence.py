@@ -9,10 +9,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from helpers.env import FIXED_NOW
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_fast_path_equivalence import observation  # noqa: E402 (tests/bench is on sys.path)
 
 from bench.burden import synthea_dir
 from bench.peer import chart_body
@@ -25,6 +23,8 @@ from cds_service.record.builder import RecordBuilder, ResolvedData
 from cds_service.record.dates import parse_fhir_datetime
 from cds_service.record.typed_observations import ObservationData
 from cds_service.services import get_services
+from tests.bench.test_fast_path_equivalence import observation
+from tests.helpers.env import FIXED_NOW
 
 REPO = Path(__file__).resolve().parents[2]
 REQUESTS = sorted((REPO / "fixtures" / "requests").glob("*.json"))
@@ -153,6 +153,7 @@ def _with(o: dict, code: str, system: str | None, subject: str | None, status: s
     return o
 
 
+@pytest.mark.slow
 def test_odd_observations_same_record(knowledge):
     """Generated Observations (R4 deviations, wrong types, whitespace, other patients, repeated ids and versions):
     a Bundle of them read from bytes builds the same record as the plain reading; the typed decoding is taken

@@ -4,11 +4,11 @@ from __future__ import annotations
 import logging
 
 import pytest
-from audit.conftest import postgres_url  # noqa: F401  (a fresh PostgreSQL database per test)
-from helpers.env import FIXED_NOW
 
 from cds_service.fixtures import SERVICE_FOR_HOOK, build_request
 from cds_service.services import get_services
+from tests.audit.conftest import postgres_url  # noqa: F401  (a fresh PostgreSQL database per test)
+from tests.helpers.env import FIXED_NOW
 
 KEY = "evidence-test-key-0123456789-abcdefghij"
 

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 import requests
-from audit.helpers import rows, serve
-from helpers.env import FIXED_NOW
 
 from cds_service.fixtures import SERVICE_FOR_HOOK, build_request
 from cds_service.services import get_services
-
-from .conftest import KEY, card_of
+from tests.audit.helpers import rows, serve
+from tests.evidence.conftest import KEY, card_of
+from tests.helpers.env import FIXED_NOW
 
 pytestmark = pytest.mark.browser
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

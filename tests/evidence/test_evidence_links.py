@@ -10,13 +10,12 @@ from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
-from audit.helpers import client_jwt, rows, trusted_issuers_file
 
 from cds_service.config import Settings
 from cds_service.evidence.tokens import AUDIENCE, EvidenceSigner, LinkRefused
 from cds_service.services import get_services
-
-from .conftest import KEY, card_of, fixture_call, path_of
+from tests.audit.helpers import client_jwt, rows, trusted_issuers_file
+from tests.evidence.conftest import KEY, card_of, fixture_call, path_of
 
 REFRACTORY = ("mg-refractory-01", "patient-view")
 ORDER_SIGN = ("mg-cisplatin-08", "order-sign")
@@ -193,6 +192,7 @@ def test_page_needs_no_client_jwt_while_the_hooks_still_do(app_factory, tmp_path
     assert page.status_code == 200 and "Magnesium" in page.get_data(as_text=True)
 
 
+@pytest.mark.slow
 def test_call_still_in_the_writer_queue_gets_a_reload_page_then_the_evidence(app_factory, tmp_path):
     """The audit write is asynchronous: with the real writer held up by a SQLite write lock, the page waits briefly,
     then answers 503 "still being recorded" (no patient data, reloads itself); once written, the evidence."""

@@ -8,15 +8,18 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
-from helpers.env import FIXED_NOW
-from helpers.processes import free_port as _free_port
-from helpers.processes import wait_until_healthy
 
 from cds_service.config import Settings
 from cds_service.definitions import load_definitions
 from cds_service.fixtures import build_request
 from cds_service.knowledge import load_knowledge
+from tests.helpers.env import FIXED_NOW
+from tests.helpers.processes import free_port as _free_port
+from tests.helpers.processes import wait_until_healthy
+
+pytestmark = pytest.mark.processes  # cds-service serve under gunicorn
 
 CLI = str(Path(sys.executable).with_name("cds-service"))
 

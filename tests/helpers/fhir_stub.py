@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from .fhir import bundle, operation_outcome
+from tests.helpers.fhir import bundle, operation_outcome
 
 
 @dataclass

@@ -5,12 +5,12 @@ Point CDS_TEST_FHIR_BASE at any FHIR R4 server (e.g. a HAPI sandbox) and the sam
 from __future__ import annotations
 
 import pytest
-from helpers.env import fhir_base_url
-from integration_support import RecordingAdapter, RecordingProxy
 
 from cds_service.fixtures import list_scenarios, read_bundle
 from cds_service.kit.loader import FixtureLoader, ScenarioLoad
 from cds_service.prefetch.gateway import FhirGateway
+from tests.helpers.env import fhir_base_url
+from tests.integration.integration_support import RecordingAdapter, RecordingProxy
 
 
 @pytest.fixture(scope="session")

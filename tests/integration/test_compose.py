@@ -34,6 +34,7 @@ def _depends(service: dict) -> dict[str, str]:
     return {k: "service_started" for k in dep} if isinstance(dep, list) else {k: v.get("condition") for k, v in dep.items()}
 
 
+@pytest.mark.processes
 def test_docker_compose_config_validates_offline():
     binary = shutil.which("docker-compose")
     if binary is None:

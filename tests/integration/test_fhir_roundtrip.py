@@ -7,11 +7,11 @@ import secrets
 from urllib.parse import unquote
 
 import pytest
-from integration_support import HOOKS_UNDER_TEST, scenario_context
 
 from cds_service.fixtures import list_scenarios
 from cds_service.kit.standin import EhrStandIn, topic_codes
 from cds_service.prefetch.templates import render
+from tests.integration.integration_support import HOOKS_UNDER_TEST, scenario_context
 
 pytestmark = pytest.mark.integration
 

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path[:0] = [str(Path(__file__).resolve().parents[1] / d) for d in ("ops", "trust")]
-from opskit import CLI, Served, free_port, request_file, serve_env  # noqa: E402
-from trustkit import ISS, Signer, jwks, write_issuers  # noqa: E402
+from cds_service.fixtures import get_scenario
+from cds_service.kit.standin import topic_codes
+from tests.ops.opskit import CLI, Served, free_port, request_file, serve_env
+from tests.trust.trustkit import ISS, Signer, jwks, write_issuers
 
-from cds_service.fixtures import get_scenario  # noqa: E402
-from cds_service.kit.standin import topic_codes  # noqa: E402
+pytestmark = pytest.mark.processes  # cds-service serve and cds-service invoke as processes
 
 NOW = "2026-11-25T12:00:00Z"
 PV = "mg-gitelman-02.patient-view.prefetch.json"

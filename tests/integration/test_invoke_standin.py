@@ -184,6 +184,7 @@ def running_service(tmp_path_factory):
     proc.wait(15)
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("prefetch", [True, False], ids=["prefetch", "no-prefetch"])
 @pytest.mark.parametrize("sid", THREE)
 def test_invoke_against_a_running_service_matches_in_process(sid, prefetch, loaded, fhir_base, running_service, app_factory):
@@ -206,6 +207,7 @@ def test_invoke_against_a_running_service_matches_in_process(sid, prefetch, load
     assert served == topic_codes(in_process.body["cards"])
 
 
+@pytest.mark.processes
 def test_a_running_service_refuses_an_unsigned_stand_in(loaded, fhir_base, running_service):
     url, _ = running_service
     result = CliRunner().invoke(main, ["invoke", "--hook", "patient-view", "--patient", "mg-ppi-03",
@@ -214,6 +216,7 @@ def test_a_running_service_refuses_an_unsigned_stand_in(loaded, fhir_base, runni
     assert "HTTP 401" in result.output and "OperationOutcome" in result.output
 
 
+@pytest.mark.processes
 def test_a_token_for_another_audience_is_refused(loaded, fhir_base, running_service):
     """aud is the endpoint called: a JWT minted for another service URL does not pass."""
     from cds_service.kit.standin import sign_client_jwt

@@ -105,6 +105,7 @@ def readme_service(tmp_path_factory):
     proc.wait(15)
 
 
+@pytest.mark.processes
 def test_first_command_serves_discovery(readme_service):
     body = requests.get(f"{readme_service}/cds-services", timeout=5).json()
     assert sorted(s["id"] for s in body["services"]) == [
@@ -112,6 +113,7 @@ def test_first_command_serves_discovery(readme_service):
     assert requests.get(f"{readme_service}/readyz", timeout=5).status_code == 200
 
 
+@pytest.mark.processes
 @pytest.mark.integration
 def test_walkthrough_commands_run_here(loaded, fhir_base, readme_service, tmp_path, monkeypatch):
     """Every `cds-service` line of the walkthrough, with the compose addresses replaced by this machine's
@@ -141,6 +143,7 @@ def test_walkthrough_commands_run_here(loaded, fhir_base, readme_service, tmp_pa
     assert set(topic_codes(json.loads(in_process)["cards"])) == set(scenario.expected["patient-view"])
 
 
+@pytest.mark.processes
 @pytest.mark.integration
 def test_ready_request_posted_like_curl(readme_service, tmp_path, loaded):
     """The walkthrough's curl line: POST a ready request file to the served instance."""

@@ -6,15 +6,12 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ops"))
-from opskit import CLI, REPO, Served, serve_env  # noqa: E402
+from tests.ops.opskit import CLI, REPO, Served, serve_env
 
 TEXT = (REPO / "README.md").read_text()
 README_FHIR = "http://127.0.0.1:8089/fhir"
@@ -45,6 +42,7 @@ def test_compose_syntax_and_scaling_section():
     assert (REPO / "deploy" / "kubernetes" / "kustomization.yaml").exists()
 
 
+@pytest.mark.processes
 @pytest.mark.integration
 def test_the_walkthrough_without_docker_runs(loaded, fhir_base, tmp_path):
     commands = _commands(_section("First hour without Docker"))

@@ -9,7 +9,10 @@ import time
 
 import pytest
 import requests
-from opskit import CLI, Served, request_file, serve_env
+
+from tests.ops.opskit import CLI, Served, request_file, serve_env
+
+pytestmark = pytest.mark.processes  # cds-service serve and the CLI as processes
 
 SERVICES = "magnesium-order-select, magnesium-order-sign, magnesium-patient-view"
 PV = "mg-gitelman-02.patient-view.prefetch.json"

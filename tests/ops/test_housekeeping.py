@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import subprocess
 
-from opskit import REPO
+import pytest
+
+from tests.ops.opskit import REPO
+
+pytestmark = pytest.mark.processes  # git and the scripts as processes
 
 
 def test_sqlite_side_files_are_ignored(tmp_path):

@@ -14,12 +14,12 @@ import kubernetes_validate
 import pytest
 import requests
 import yaml
-from opskit import REPO, Served, free_port, request_file, serve_env
 
 from cds_service.cli import serve
 from cds_service.config import Settings
 from cds_service.definitions import definition_files
 from cds_service.kit import k8s
+from tests.ops.opskit import REPO, Served, free_port, request_file, serve_env
 
 KUBERNETES_VERSION = "1.31.0"  # pinned: the oldest minor still commonly supported when this was written
 DEPLOY = REPO / "deploy" / "kubernetes"
@@ -200,6 +200,7 @@ def _await_accesses(served: Served, request_line: str, n: int) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.processes
 def test_proxy_passes_calls_and_answers_oversized_requests_with_an_operation_outcome(proxied):
     url, served = proxied
     resp = requests.post(url + "/cds-services/magnesium-patient-view", data=request_file(
@@ -218,6 +219,7 @@ def test_proxy_passes_calls_and_answers_oversized_requests_with_an_operation_out
     assert _accesses(served, '"GET /cds-services"') == 0 and _accesses(served, '"GET /metrics"') == 0
 
 
+@pytest.mark.processes
 def test_proxy_holds_a_slow_body_and_drops_a_stalled_client(proxied):
     url, served = proxied
     host, port = url.removeprefix("http://").split(":")

@@ -3,18 +3,17 @@ after real calls: every count is the tally of what this test sent and got back."
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import requests
-from opskit import Served, free_port, request_file, serve_env
 from prometheus_client.parser import text_string_to_metric_families
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trust"))
-from trustkit import ISS, Signer, bearer, jwks, write_issuers  # noqa: E402
+from tests.ops.opskit import Served, free_port, request_file, serve_env
+from tests.trust.trustkit import ISS, Signer, bearer, jwks, write_issuers
+
+pytestmark = pytest.mark.processes  # cds-service serve under gunicorn
 
 CALL_FILES = [
     "mg-gitelman-02.patient-view.prefetch.json",

@@ -8,7 +8,10 @@ import re
 import socket
 
 import pytest
-from opskit import Served, free_port, request_file, run_serve, serve_env
+
+from tests.ops.opskit import Served, free_port, request_file, run_serve, serve_env
+
+pytestmark = pytest.mark.processes  # cds-service serve under gunicorn
 
 ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
 

@@ -20,15 +20,15 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from helpers.env import FIXED_NOW
-from helpers.processes import free_port as _free_port
-from helpers.processes import wait_until_healthy
 
 from cds_service.app import create_app
 from cds_service.config import Settings
 from cds_service.definitions import definition_files
 from cds_service.fixtures import list_scenarios, request_files
 from cds_service.services import get_services
+from tests.helpers.env import FIXED_NOW
+from tests.helpers.processes import free_port as _free_port
+from tests.helpers.processes import wait_until_healthy
 
 pytestmark = pytest.mark.wheel
 

@@ -3,9 +3,9 @@ urine magnesium as evidence of renal wasting or conservation, like FEMg)."""
 from __future__ import annotations
 
 import pytest
-from rules_factory import K, ago, ctx, lab, med, normal_kidneys, record, run
 
 from cds_service.rules.calcium import calcium_status
+from tests.rules.rules_factory import K, ago, ctx, lab, med, normal_kidneys, record, run
 
 CALCIUM = med("calcium carbonate", start=ago(60))
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from rules_factory import K, ago, ctx, failing_kidneys, lab, med, normal_kidneys, record
 
 from cds_service.cards import build_card
 from cds_service.decide import evaluate_rules
 from cds_service.rules import RULES
+from tests.rules.rules_factory import K, ago, ctx, failing_kidneys, lab, med, normal_kidneys, record
 
 INDICATORS = {"info", "warning", "critical"}
 ACTION_TYPES = {"create", "update", "delete"}

@@ -6,13 +6,13 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-from rules_factory import NOW, K, ago, ctx, failing_kidneys, lab, med, normal_kidneys, record, run
 
 from cds_service.decide import evaluate_rules
 from cds_service.record.kidney import assess_kidney
 from cds_service.record.model import ConditionFact, SourceRef
 from cds_service.rules.base import digits_for, shown_pair
 from cds_service.rules.doses import magnesium_load_48h
+from tests.rules.rules_factory import NOW, K, ago, ctx, failing_kidneys, lab, med, normal_kidneys, record, run
 
 SNOMED = "http://snomed.info/sct"
 ICD = "http://hl7.org/fhir/sid/icd-10-cm"

@@ -7,7 +7,6 @@ from datetime import date
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from rules_factory import NOW, K, ago, lab, record
 
 from cds_service.record.derived import (
     bsa_mosteller,
@@ -19,6 +18,7 @@ from cds_service.record.derived import (
     urine_ca_cr_ratio,
 )
 from cds_service.record.units import convert
+from tests.rules.rules_factory import NOW, K, ago, lab, record
 
 
 def test_cockcroft_gault_textbook_example():

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import pytest
-from rules_factory import ago, drafted_test, lab, med, record, run
+
+from tests.rules.rules_factory import ago, drafted_test, lab, med, record, run
 
 
 # ---------------------------------------------------------------- magnesium-wasting-drug

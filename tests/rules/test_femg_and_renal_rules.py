@@ -6,10 +6,10 @@ from datetime import date
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from rules_factory import ago, drafted_test, failing_kidneys, lab, med, normal_kidneys, record, run
 
 from cds_service.knowledge import LOINC
 from cds_service.record.model import ConditionFact, SourceRef
+from tests.rules.rules_factory import ago, drafted_test, failing_kidneys, lab, med, normal_kidneys, record, run
 
 FEMG_RULES = ("femg-renal-wasting", "femg-extrarenal-loss", "femg-needed")
 

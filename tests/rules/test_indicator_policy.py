@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-from rules_factory import NOW, K, lab, record
 
 from cds_service.cards import GAP_RULE
 from cds_service.kit.readme import rules_table
 from cds_service.knowledge import Knowledge, KnowledgeModel
 from cds_service.rules import RULES
 from cds_service.rules.base import RuleContext
+from tests.rules.rules_factory import NOW, K, lab, record
 
 GOLDEN = Path(__file__).resolve().parents[1] / "service" / "golden"
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from rules_factory import NOW, K, ago, ctx, lab, med, record, run
 
 from cds_service.decide import evaluate_rules
 from cds_service.record.builder import RecordBuilder, ResolvedData
 from cds_service.rules.base import INDICATOR_RANK
+from tests.rules.rules_factory import NOW, K, ago, ctx, lab, med, record, run
 
 
 # ---------------------------------------------------------------- hypomagnesemia

@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from rules_factory import NOW, K, ago, drafted_test, lab, med, record, run
 
 from cds_service.record.builder import RecordBuilder, ResolvedData
 from cds_service.rules.doses import daily_micrograms, doses_per_day
+from tests.rules.rules_factory import NOW, K, ago, drafted_test, lab, med, record, run
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 SNOMED = "http://snomed.info/sct"

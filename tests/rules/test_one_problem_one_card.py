@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import re
 
-from rules_factory import K, ago, ctx, failing_kidneys, lab, med, record
-
 from cds_service.cards import build_card
 from cds_service.cards.compose import compose, kidney_value
 from cds_service.decide import evaluate_rules
 from cds_service.rules import RULES
 from cds_service.rules.regimens import renal_ceiling_text
+from tests.rules.rules_factory import K, ago, ctx, failing_kidneys, lab, med, record
 
 RULE_ORDER = [r.id for r in RULES]
 

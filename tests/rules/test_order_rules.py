@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import pytest
-from rules_factory import K, ago, drafted_test, failing_kidneys, lab, med, normal_kidneys, record, run
 
 from cds_service.rules.doses import administrations_per_48h, magnesium_dose
+from tests.rules.rules_factory import K, ago, drafted_test, failing_kidneys, lab, med, normal_kidneys, record, run
 
 ORDER_RULES = ("order-wasting-drug", "order-potassium-without-magnesium", "order-magnesium-renal", "order-iv-magnesium",
                "order-vitamin-d-analogue")

@@ -4,7 +4,6 @@ not be read is named on the card that uses an older one."""
 from __future__ import annotations
 
 import pytest
-from rules_factory import NOW, K, ago, ctx, lab, record, run
 
 from cds_service.audit.invocation import snapshot
 from cds_service.audit.replay import record_from_snapshot
@@ -12,6 +11,7 @@ from cds_service.record.builder import RecordBuilder, ResolvedData
 from cds_service.record.derived import censored_bound, femg
 from cds_service.rules.base import fmt_lab, value_text
 from cds_service.rules.common import below, magnesium_low, unreadable_note
+from tests.rules.rules_factory import NOW, K, ago, ctx, lab, record, run
 
 
 def _obs(oid, value, unit="mg/dL", code="19123-9", day="2026-11-24T08:00:00Z", comparator=None, version=None,
@@ -185,7 +185,7 @@ def test_the_same_result_under_two_ids_counts_once_and_is_noted_for_the_audit_on
     assert not rec.gaps  # nothing is missing: no data-gaps card
     assert len(_build(a, b_in_mmol).results("magnesium")) == 1  # same value in another unit: same result
     # refractory persistence needs two distinct results: a duplicate does not make one
-    from rules_factory import med
+    from tests.rules.rules_factory import med
     rec2 = _build(a, b)
     rec2.medications = [med("magnesium oxide", route="oral", start=ago(60))]
     assert run("refractory-hypomagnesemia", rec2) is None
@@ -221,9 +221,8 @@ def test_unreadable_results_and_notes_survive_the_audit_snapshot():
 
 def test_every_card_names_newer_unreadable_results_of_the_values_it_uses():
     """The engine's safety net: a rule that does not name them itself (here magnesium-wasting-drug) still does."""
-    from rules_factory import med
-
     from cds_service.decide import evaluate_rules
+    from tests.rules.rules_factory import med
 
     rec = _build(_obs("old", 1.4, day="2026-11-20T08:00:00Z"), _obs("nv", None, day="2026-11-24T08:00:00Z"))
     rec.medications = [med("furosemide", start=ago(200), route="oral")]

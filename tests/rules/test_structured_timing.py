@@ -1,10 +1,9 @@
 """Structured dosage timing (Timing.repeat) reaches the dose rules, not only free-text dosage."""
 from __future__ import annotations
 
-from rules_factory import NOW, K
-
 from cds_service.record.builder import RecordBuilder, ResolvedData
 from cds_service.rules.doses import administrations_per_48h
+from tests.rules.rules_factory import NOW, K
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 

@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from helpers.env import FIXED_NOW
 
 from bench.burden import synthea_dir
 from cds_service import create_app
@@ -22,6 +21,7 @@ from cds_service.fixtures import HOOKS, SERVICE_FOR_HOOK, build_request, list_sc
 from cds_service.knowledge import Knowledge
 from cds_service.record.dates import parse_fhir_datetime
 from cds_service.services import get_services
+from tests.helpers.env import FIXED_NOW
 
 SYNTHEA_FILES = sorted(synthea_dir().glob("*.json"))
 ABNORMAL_CODES = {"L", "LL", "LU", "H", "HH", "HU", "A", "AA", "<", ">"}

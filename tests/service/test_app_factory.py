@@ -4,13 +4,13 @@ from __future__ import annotations
 import logging
 
 import pytest
-from helpers.env import FIXED_NOW
 
 from cds_service import create_app
 from cds_service.app import create_app as factory
 from cds_service.config import Settings
 from cds_service.logs import QUIET_AT_INFO
 from cds_service.services import get_services
+from tests.helpers.env import FIXED_NOW
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from helpers.env import FIXED_NOW
 
 from cds_service.cards import SUMMARY_MAX
 from cds_service.cards.compose import MIN_SENTENCE, normal, sentences
@@ -25,13 +24,16 @@ from cds_service.cards.sections import HEADINGS
 from cds_service.fixtures import HOOKS, list_scenarios, read_bundle
 from cds_service.knowledge import load_knowledge
 from cds_service.record.dates import parse_fhir_datetime
+from tests.helpers.env import FIXED_NOW
+from tests.helpers.golden import read_golden
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 CASES = [f"{s.id}.{h}" for s in list_scenarios() for h in HOOKS]
+KNOWLEDGE_VERSION = load_knowledge().version
 
 
 def _response(case: str) -> dict:
-    return json.loads((GOLDEN / f"{case}.json").read_text(encoding="utf-8"))
+    return json.loads(read_golden(GOLDEN / f"{case}.json", KNOWLEDGE_VERSION))
 
 
 def _detail(card: dict) -> str:

@@ -4,11 +4,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from helpers.fhir import full_prefetch, hook_request
 
 from cds_service.prefetch.deadline import EXTRA_FETCH_FLOOR, KEY_FETCH_FLOOR, REQUEST_FLOOR, Deadline
 from cds_service.prefetch.gateway import FetchResult, FhirGateway
 from cds_service.services import get_services
+from tests.helpers.fhir import full_prefetch, hook_request
 
 
 def test_a_deadline_counts_down_from_its_start():

@@ -1,9 +1,8 @@
 """A call's identity, taken from its body by one function (the engine's calls and the HTTP layer's 404s)."""
 from __future__ import annotations
 
-from helpers.fhir import hook_request
-
 from cds_service.protocol.identity import CallIdentity, identify
+from tests.helpers.fhir import hook_request
 
 
 def test_identity_of_a_valid_call():

@@ -19,12 +19,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from helpers.env import FIXED_NOW
 
 from cds_service import create_app
 from cds_service.config import Settings
 from cds_service.fixtures import SERVICE_FOR_HOOK
 from cds_service.services import get_services
+from tests.helpers.env import FIXED_NOW
 
 REPO = Path(__file__).resolve().parents[2]
 REQUESTS = sorted((REPO / "fixtures" / "requests").glob("*.prefetch.json"))

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import pytest
-from helpers.fhir import (
+
+from tests.helpers.fhir import (
     KEY_TYPES,
     PATIENT_ID,
     assert_magnesium_card,
@@ -16,7 +17,7 @@ from helpers.fhir import (
     patient,
     rules_of,
 )
-from helpers.fhir_stub import FhirStub, fhir_stub  # noqa: F401  (fixture)
+from tests.helpers.fhir_stub import FhirStub, fhir_stub  # noqa: F401  (fixture)
 
 URL = "/cds-services/magnesium-patient-view"
 TOKEN = "stub-access-token-7f3a"

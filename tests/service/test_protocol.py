@@ -6,7 +6,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from helpers.fhir import (
+
+from cds_service.definitions import PREFETCH_SETS, TOKEN
+from cds_service.errors import ConfigurationError
+from tests.helpers.fhir import (
     HOOKS,
     PREFETCH_KEYS,
     assert_outcome,
@@ -15,9 +18,6 @@ from helpers.fhir import (
     magnesium,
     rules_of,
 )
-
-from cds_service.definitions import PREFETCH_SETS, TOKEN
-from cds_service.errors import ConfigurationError
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICE_URL = "/cds-services/{}"

@@ -4,7 +4,6 @@ was judged, and the 24-hour urine as the source of the renal-wasting conclusion.
 from __future__ import annotations
 
 import pytest
-from helpers.env import FIXED_NOW
 from sqlalchemy import select
 
 from cds_service.audit.schema import InvocationRow
@@ -13,6 +12,7 @@ from cds_service.definitions import load_definitions
 from cds_service.fixtures import SERVICE_FOR_HOOK, build_request
 from cds_service.knowledge import load_knowledge
 from cds_service.services import get_services
+from tests.helpers.env import FIXED_NOW
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_an_ehr_sending_two_versions_and_a_resend_gets_the_latest_counted_once_a
     """Over HTTP with the audit store: the prefetch carries an Observation's first and corrected versions (the
     corrected one first) and the same result again under another id: the corrected value decides, the resend counts
     once, and both are noted in the audit, not on a card."""
-    from helpers.fhir import bundle, full_prefetch, hook_request, magnesium, rules_of
+    from tests.helpers.fhir import bundle, full_prefetch, hook_request, magnesium, rules_of
 
     first = dict(magnesium("mg-v", 0.9, when="2026-11-24T08:00:00Z"), meta={"versionId": "1"})
     corrected = dict(magnesium("mg-v", 1.5, when="2026-11-24T08:00:00Z"), meta={"versionId": "2"}, status="corrected")

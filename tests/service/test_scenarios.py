@@ -1,6 +1,7 @@
 """Scenario patients through the HTTP layer: the card topics must equal what fixtures/scenarios.yaml declares,
 and the full responses must equal the reviewed golden files in tests/service/golden/ (pretty-printed, sorted
-keys, each card's Markdown detail stored as a list of lines).
+keys, each card's Markdown detail stored as a list of lines, the knowledge version as ``<knowledge-version>``:
+tests/helpers/golden.py).
 
 Goldens are regenerated only on purpose: ``CDS_REGENERATE_GOLDEN=1 .venv/bin/python -m pytest tests/service/test_scenarios.py``
 writes them and fails, asking for the diff to be reviewed. A golden is never written for a response whose
@@ -16,7 +17,6 @@ from pathlib import Path
 
 import pytest
 from fhir.resources.R4B.bundle import Bundle
-from helpers.env import FIXED_NOW
 
 from cds_service import create_app
 from cds_service.cards import GAP_RULE
@@ -40,6 +40,8 @@ from cds_service.protocol.request import parse_hook_request
 from cds_service.record.dates import parse_fhir_datetime
 from cds_service.rules import RULES_BY_ID
 from cds_service.services import get_services
+from tests.helpers.env import FIXED_NOW
+from tests.helpers.golden import KNOWLEDGE_VERSION, golden_text, read_golden, write_golden
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 SCENARIOS = list_scenarios()
@@ -146,39 +148,37 @@ def test_ehr_ignoring_the_prefetch_filters_changes_nothing(client, catalog, scen
     assert _topics(response) == set(scenario.expected["patient-view"])
 
 
+def test_goldens_hold_a_placeholder_for_the_knowledge_version(knowledge):
+    """A knowledge version bump rewrites no golden: the writer stores the placeholder, the comparison puts it back."""
+    texts = [path.read_text(encoding="utf-8") for path in GOLDEN.glob("*.json")]
+    assert not [t for t in texts if knowledge.version in t]
+    assert sum(KNOWLEDGE_VERSION in t for t in texts) >= 100
+
+
 @pytest.mark.parametrize("case", CASES, ids=_id)
-def test_cards_match_the_golden_file(client, catalog, case):
+def test_cards_match_the_golden_file(client, catalog, knowledge, case):
     scenario, hook = case
     response = _call(client, catalog, scenario, hook)
     path = GOLDEN / f"{scenario.id}.{hook}.json"
-    text = _golden_text(response)
+    text = golden_text(response)
     if os.environ.get("CDS_REGENERATE_GOLDEN") == "1":
         if _topics(response) != set(scenario.expected[hook]):
             pytest.fail(f"not writing {path.name}: its cards {sorted(_topics(response))} contradict scenarios.yaml "
                         f"{sorted(scenario.expected[hook])}")
-        old = path.read_text(encoding="utf-8") if path.exists() else None
-        if old == text:
-            return  # unchanged: nothing to review
+        old = read_golden(path, knowledge.version) if path.exists() else None
+        if old == text and path.read_text(encoding="utf-8") == old.replace(knowledge.version, KNOWLEDGE_VERSION):
+            return  # unchanged (and the version already a placeholder): nothing to review
         GOLDEN.mkdir(exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        write_golden(path, text, knowledge.version)
         pytest.fail(f"golden {path.name} {'rewritten' if old else 'written'}: review it (git diff {path}) and "
                     "run again without CDS_REGENERATE_GOLDEN")
     if not path.exists():
         pytest.fail(f"no golden file {path.name}: once the cards match scenarios.yaml, run with CDS_REGENERATE_GOLDEN=1 "
                     "and review the written file")
-    golden = path.read_text(encoding="utf-8")
+    golden = read_golden(path, knowledge.version)
     if text != golden:
         diff = list(difflib.unified_diff(golden.splitlines(), text.splitlines(), f"golden/{path.name}", "response", lineterm="", n=1))
         pytest.fail(f"cards differ from golden/{path.name} (regenerate on purpose only):\n" + "\n".join(diff[:80]))
-
-
-def _golden_text(response: dict) -> str:
-    """The response, pretty-printed with sorted keys; each card's Markdown ``detail`` as a list of its lines
-    (lossless: joined with newlines it is the detail sent) so a reviewer reads it line by line."""
-    shown = json.loads(json.dumps(response))
-    for card in shown["cards"]:
-        card["detail"] = card["detail"].split("\n")
-    return json.dumps(shown, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------- ready requests
@@ -269,9 +269,9 @@ def test_scenarios_on_a_real_fhir_server(client, catalog):
     the search emulation answers each prefetch query as that server does, and that the no-prefetch requests
     (the service fetching for itself) give the declared cards."""
     import requests
-    from helpers.env import fhir_base_url
 
     from cds_service.prefetch.templates import render
+    from tests.helpers.env import fhir_base_url
 
     base = fhir_base_url()
     for s in SCENARIOS:

@@ -7,20 +7,19 @@ import json
 import socket
 import time
 
+import pytest
 import requests
-from helpers.processes import Served
+
+from tests.audit.helpers import patient_view_body
+from tests.helpers.processes import Served
+
+pytestmark = pytest.mark.processes  # cds-service serve under gunicorn
 
 SLOW = 40
 PATH = "/cds-services/magnesium-patient-view"
 
 
 def _valid_body() -> bytes:
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from audit.helpers import patient_view_body
-
     return json.dumps(patient_view_body("slow-clients-valid", mg=1.1)).encode()
 
 

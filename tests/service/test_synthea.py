@@ -9,7 +9,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import pytest
-from helpers.env import FIXED_NOW
 
 from bench.burden import synthea_dir
 from cds_service import create_app
@@ -20,6 +19,7 @@ from cds_service.knowledge import RXNORM, load_knowledge
 from cds_service.record.builder import RecordBuilder, ResolvedData
 from cds_service.record.dates import parse_fhir_datetime
 from cds_service.services import get_services
+from tests.helpers.env import FIXED_NOW
 
 REPO = Path(__file__).resolve().parents[2]
 

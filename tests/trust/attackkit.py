@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from helpers.processes import free_port as closed_port  # noqa: F401 (a port nothing listens on)
-from helpers.processes import serve_wsgi as live  # noqa: F401
+
+from tests.helpers.processes import free_port as closed_port  # noqa: F401 (a port nothing listens on)
+from tests.helpers.processes import serve_wsgi as live  # noqa: F401
 
 CLI = str(Path(sys.executable).with_name("cds-service"))
 

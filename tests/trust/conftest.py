@@ -5,7 +5,8 @@ import uuid
 from typing import Any
 
 import pytest
-from trustkit import ISS, TENANT, JwksServer, Signer, jwks, write_issuers
+
+from tests.trust.trustkit import ISS, TENANT, JwksServer, Signer, jwks, write_issuers
 
 
 @pytest.fixture

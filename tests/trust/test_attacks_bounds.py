@@ -5,13 +5,14 @@ from __future__ import annotations
 import socket
 import time
 
+import pytest
 import requests
-from attackkit import Served, timing
 from sqlalchemy import select
-from trustkit import BASE, ISS, bearer, jwks, write_issuers
 
 from cds_service.audit.schema import InvocationRow
 from cds_service.services import get_services
+from tests.trust.attackkit import Served, timing
+from tests.trust.trustkit import BASE, ISS, bearer, jwks, write_issuers
 
 SERVICE = "magnesium-patient-view"
 
@@ -55,6 +56,7 @@ def _raw(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
     return int(lines[0].split()[1]), headers, body
 
 
+@pytest.mark.processes
 def test_oversized_headers_and_request_lines_get_operation_outcomes(tmp_path):
     import json
 

@@ -8,9 +8,10 @@ import time
 
 import pytest
 import requests
-from attackkit import Canary, ScriptedServer, Served, closed_port, cpu_seconds, memory_kib, stall_then_watch, timing, unframed
-from helpers.fhir import KEY_TYPES, assert_magnesium_card, bundle, card, full_prefetch, hook_request, magnesium, outcome_text, patient
-from helpers.fhir_stub import FhirStub, Reply, fhir_stub  # noqa: F401
+
+from tests.helpers.fhir import KEY_TYPES, assert_magnesium_card, bundle, card, full_prefetch, hook_request, magnesium, outcome_text, patient
+from tests.helpers.fhir_stub import FhirStub, Reply, fhir_stub  # noqa: F401
+from tests.trust.attackkit import Canary, ScriptedServer, Served, closed_port, cpu_seconds, memory_kib, stall_then_watch, timing, unframed
 
 URL = "/cds-services/magnesium-patient-view"
 LOW_MG = magnesium("mg-low", 1.3, when="2026-11-22T06:00:00Z")
@@ -45,6 +46,7 @@ def twenty_mib() -> bytes:
     return _big_bundle(20)
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize(("where", "framing"), [("observations", "Content-Length"), ("every key", "Content-Length"),
                                                ("every key", "no length")])
 def test_20_mib_bundles_answered_within_the_deadline_with_bounded_memory(tmp_path, twenty_mib, where, framing):
@@ -102,6 +104,7 @@ def test_pages_under_the_page_cap_stop_at_the_call_cap(app_factory, fhir_stub):
     assert len(fhir_stub.calls("Observation")) <= 5  # ~250 kB each: the fourth or fifth page crosses 1 MB
 
 
+@pytest.mark.slow
 def test_a_read_in_flight_is_cut_at_the_deadline(app_factory):
     """The FHIR server sends the headers and a few bytes shortly before the deadline, then stalls: the read
     blocked in recv() is cancelled at the deadline (socket shut down), not when its socket timeout expires."""
@@ -205,6 +208,7 @@ def test_metadata_and_private_addresses_are_refused_quickly(production_client, a
     assert elapsed < 0.5  # refused before connecting, not after a connect timeout
 
 
+@pytest.mark.slow
 def test_the_allowlist_allows_an_internal_fhir_server(app_factory):
     with FhirStub() as stub:
         stub.resources[:] = [patient(), LOW_MG]

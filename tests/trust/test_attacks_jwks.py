@@ -11,8 +11,9 @@ import time
 
 import pytest
 import requests
-from attackkit import ScriptedServer, hang, live, ok, timing, trickle, truncated
-from trustkit import BASE, ISS, bearer, jwks, write_issuers
+
+from tests.trust.attackkit import ScriptedServer, hang, live, ok, timing, trickle, truncated
+from tests.trust.trustkit import BASE, ISS, bearer, jwks, write_issuers
 
 DISCOVERY = f"{BASE}/cds-services"
 TIMEOUT = 1.0  # CDS_JWKS_TIMEOUT_SECONDS in these tests: one total deadline per fetch
@@ -51,6 +52,7 @@ def test_truncated_jwks_body_is_a_401_not_a_500(keyed_app, keys_host, es384, cap
     assert "keys unavailable" in caplog.text
 
 
+@pytest.mark.slow
 def test_trickling_jwks_is_cut_at_one_total_deadline(keyed_app, keys_host, es384):
     """One byte every 0.2 s: per-read timeouts never fire; the total deadline must."""
     keys_host.behaviours["/jwks.json"] = trickle(json.dumps(jwks(es384)).encode(), every=0.2, for_at_most=8.0)
@@ -60,6 +62,7 @@ def test_trickling_jwks_is_cut_at_one_total_deadline(keyed_app, keys_host, es384
     assert elapsed < TIMEOUT + MARGIN
 
 
+@pytest.mark.slow
 def test_expired_cache_and_a_dead_key_host_six_concurrent_calls_do_not_queue(keyed_app, keys_host, es384):
     """Keys fetched once; the cache expires; the host stops answering. Six concurrent calls (real HTTP) are
     answered from the stale keys at once while ONE background refresh runs, none waiting for it."""
@@ -90,6 +93,7 @@ def test_expired_cache_and_a_dead_key_host_six_concurrent_calls_do_not_queue(key
     assert keys_host.count("/jwks.json") == 2  # the first fetch and ONE refresh
 
 
+@pytest.mark.slow
 def test_backoff_applies_after_keys_were_once_cached(keyed_app, keys_host, es384):
     """Past the grace period a dead host is tried once; later calls within the backoff are refused at once
     (the old code refetched on every call when keys had been cached before)."""
@@ -111,6 +115,7 @@ def test_backoff_applies_after_keys_were_once_cached(keyed_app, keys_host, es384
     assert keys_host.count("/jwks.json") == 2  # no fetch during the backoff
 
 
+@pytest.mark.slow
 def test_concurrent_calls_with_no_keys_and_a_dead_host_all_fail_within_one_deadline(keyed_app, keys_host, es384):
     """Cold cache, hanging host: six concurrent callers share the one fetch and are refused by its deadline."""
     keys_host.behaviours["/jwks.json"] = hang(keys_host)

@@ -6,9 +6,9 @@ import time
 
 import pytest
 from flask import g
-from trustkit import BASE, ISS, TENANT, Signer, bearer, jwks, write_issuers
 
 from cds_service.errors import ConfigurationError
+from tests.trust.trustkit import BASE, ISS, TENANT, Signer, bearer, jwks, write_issuers
 
 DISCOVERY = f"{BASE}/cds-services"
 

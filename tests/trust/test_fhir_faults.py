@@ -12,7 +12,11 @@ import time
 
 import pytest
 import responses
-from helpers.fhir import (
+from urllib3.connection import HTTPConnection
+from urllib3.exceptions import NewConnectionError
+
+from cds_service.services import get_services
+from tests.helpers.fhir import (
     KEY_TYPES,
     assert_magnesium_card,
     bundle,
@@ -25,11 +29,7 @@ from helpers.fhir import (
     patient,
     rules_of,
 )
-from helpers.fhir_stub import FhirStub, Reply, closed_port_url, fhir_stub, paging_forever  # noqa: F401
-from urllib3.connection import HTTPConnection
-from urllib3.exceptions import NewConnectionError
-
-from cds_service.services import get_services
+from tests.helpers.fhir_stub import FhirStub, Reply, closed_port_url, fhir_stub, paging_forever  # noqa: F401
 
 URL = "/cds-services/magnesium-patient-view"
 TOKEN = "secret-ehr-token-b9c1d2"
@@ -241,6 +241,7 @@ def test_server_down_gives_412_quickly(app_factory, no_token_in_logs):
     assert elapsed < DEADLINE + MARGIN
 
 
+@pytest.mark.slow
 def test_slow_observations_beyond_the_deadline_give_412_within_the_deadline(app_factory, fhir_stub, no_token_in_logs):
     client = app_factory(fetch_deadline_seconds=DEADLINE).test_client()
     fhir_stub.resources[:] = [patient(), LOW_MG]
@@ -252,6 +253,7 @@ def test_slow_observations_beyond_the_deadline_give_412_within_the_deadline(app_
     assert DEADLINE * 0.5 < elapsed < DEADLINE + MARGIN
 
 
+@pytest.mark.slow
 def test_slow_medications_give_cards_and_a_data_gaps_card_within_the_deadline(app_factory, fhir_stub):
     client = app_factory(fetch_deadline_seconds=DEADLINE).test_client()
     fhir_stub.resources[:] = [patient(), LOW_MG]
@@ -268,6 +270,7 @@ def test_slow_medications_give_cards_and_a_data_gaps_card_within_the_deadline(ap
     assert elapsed < DEADLINE + MARGIN
 
 
+@pytest.mark.slow
 def test_a_server_trickling_its_answer_cannot_stretch_the_deadline(app_factory, fhir_stub):
     """Per-read socket timeouts never fire when bytes keep coming; the one request deadline still must."""
     client = app_factory(fetch_deadline_seconds=DEADLINE).test_client()
@@ -282,6 +285,7 @@ def test_a_server_trickling_its_answer_cannot_stretch_the_deadline(app_factory, 
     assert elapsed < DEADLINE + MARGIN
 
 
+@pytest.mark.slow
 def test_an_endless_trickle_is_cut_off_at_the_deadline(app_factory, fhir_stub):
     """A server that sends forever must not keep a fetch thread (and its connection) busy after the deadline."""
     client = app_factory(fetch_deadline_seconds=DEADLINE).test_client()
@@ -301,6 +305,7 @@ def test_an_endless_trickle_is_cut_off_at_the_deadline(app_factory, fhir_stub):
     assert released < DEADLINE + MARGIN
 
 
+@pytest.mark.slow
 def test_default_deadline_holds_with_a_server_that_never_answers(app_factory, fhir_stub):
     client = app_factory().test_client()
     deadline = get_services(client.application).settings.fetch_deadline_seconds

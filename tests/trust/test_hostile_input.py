@@ -62,6 +62,7 @@ def test_deep_nesting_is_refused(client, depth):
     assert "depth" in body["issue"][0]["diagnostics"]
 
 
+@pytest.mark.slow
 def test_deep_arrays_of_several_megabytes_are_refused_quickly(client):
     raw = b"[" * 2_000_000 + b"]" * 2_000_000  # 4 MB, just under the 5 MB default
     started = time.monotonic()

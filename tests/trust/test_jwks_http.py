@@ -6,7 +6,8 @@ import socket
 import time
 
 import pytest
-from trustkit import BASE, ISS, Signer, bearer, jwks, write_issuers
+
+from tests.trust.trustkit import BASE, ISS, Signer, bearer, jwks, write_issuers
 
 DISCOVERY = f"{BASE}/cds-services"
 
@@ -62,6 +63,7 @@ def test_unknown_kid_after_refresh_is_refused_and_refresh_is_rate_limited(url_ap
     assert client.get("/cds-services", headers=bearer(es384.token(DISCOVERY))).status_code == 200
 
 
+@pytest.mark.slow
 def test_refresh_allowed_again_after_the_minimum_gap(url_app, jwks_server, es384):
     jwks_server.sets["/jwks.json"] = jwks(es384)
     client = url_app(jwks_refresh_min_seconds=0.2).test_client()

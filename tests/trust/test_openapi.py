@@ -10,12 +10,12 @@ import schemathesis
 import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
-from trustkit import BASE, ISS, Signer, jwks, write_issuers
 
 from cds_service.api.openapi import DOCUMENT
 from cds_service.app import create_app
 from cds_service.config import Settings
 from cds_service.services import get_services
+from tests.trust.trustkit import BASE, ISS, Signer, jwks, write_issuers
 
 SIGNER = Signer("ES384", kid="schemathesis")
 
@@ -50,10 +50,12 @@ def api_schema(fuzz_app):
     return schema
 
 
+@pytest.mark.slow
 def test_every_operation_is_fuzzed(api_schema):
     assert sorted(r.ok().label for r in api_schema.get_all_operations()) == sorted(OPERATIONS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("label", OPERATIONS)
 def test_api_conforms_to_its_document(api_schema, label):
     """30 generated cases per operation (explicit examples first), fixed seed; every check schemathesis has."""

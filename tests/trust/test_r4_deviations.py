@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from helpers.fhir import bundle, card, full_prefetch, hook_request, rules_of
+from tests.helpers.fhir import bundle, card, full_prefetch, hook_request, rules_of
 
 URL = "/cds-services/magnesium-patient-view"
 LOINC = "http://loinc.org"

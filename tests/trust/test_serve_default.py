@@ -7,9 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
-from helpers.processes import wait_until_healthy
-from trustkit import ISS, Signer, bearer, jwks, write_issuers
+
+from tests.helpers.processes import wait_until_healthy
+from tests.trust.trustkit import ISS, Signer, bearer, jwks, write_issuers
+
+pytestmark = pytest.mark.processes  # cds-service serve under gunicorn
 
 CLI = str(Path(sys.executable).with_name("cds-service"))
 
