@@ -1,6 +1,7 @@
 """The audit database: its URL (the psycopg 3 driver), the SQLAlchemy engine, and which errors are an outage."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy import create_engine, event
@@ -11,6 +12,16 @@ from sqlalchemy.pool import StaticPool
 
 def is_memory_sqlite(url: str) -> bool:
     return url.startswith("sqlite") and (url.rstrip("/") in ("sqlite:", "sqlite+pysqlite:") or ":memory:" in url)
+
+
+def masked_url(url: str) -> str:
+    """The URL as it may be shown (logs, the ready line, the audit tool): its password replaced by ***."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
 
 
 def normalise_url(url: str) -> str:
