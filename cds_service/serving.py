@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .audit.database import masked_url
 from .config import Settings
 
 log = logging.getLogger("cds_service.serve")
@@ -48,15 +49,6 @@ class Preflight:
 def one_line(text: Any, limit: int = 400) -> str:
     s = re.sub(r"\s*\n\s*", "; ", str(text)).strip()
     return s if len(s) <= limit else s[: limit - 3] + "..."
-
-
-def masked_url(url: str) -> str:
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
 
 
 def preflight(settings: Settings) -> Preflight:

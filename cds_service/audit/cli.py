@@ -36,8 +36,7 @@ def _existing_database(url: str, where: str, create: bool) -> str:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
-    from ..serving import masked_url
-    from .database import is_memory_sqlite, make_engine
+    from .database import is_memory_sqlite, make_engine, masked_url
 
     shown = masked_url(url)
     hint = ("run the command where the service runs, give --database-url (or set CDS_DATABASE_URL) as the "

@@ -238,7 +238,7 @@ class Composer:
                      else f"{short_value(r)} on {r.effective.date().isoformat()}")
             return f"- {r.analyte.replace('_', ' ')}: {value}; see {self.name(owner)}"
         med = self.meds[key[4:]]
-        drug = " + ".join(i.ingredient for i in med.ingredients) or med.label
+        drug = med.drug_name
         dose = f" {med.dose.value:g} {display_unit(med.dose.unit)}" if med.dose is not None else ""
         return f"- {drug}{dose}{' (drafted)' if med.draft else ''}; see {self.name(owner)}"
 

@@ -119,6 +119,11 @@ class MedicationUse:
     def matched_by_text(self) -> bool:
         return any(m.matched_by == "text" for m in self.ingredients)
 
+    @property
+    def drug_name(self) -> str:
+        """How cards name the drug: its ingredients, joined by " + " for a combination, else the label as sent."""
+        return " + ".join(i.ingredient for i in self.ingredients) or self.label
+
     def to_fact(self) -> dict[str, Any]:
         return {
             "kind": "medication",

@@ -170,7 +170,7 @@ def group_label(group: list[MedicationUse]) -> str:
     """A drug for a summary: its label when ordered once, else its ingredient name(s) and the number of orders."""
     if len(group) == 1:
         return group[0].label
-    names = " + ".join(i.ingredient for i in group[0].ingredients) or group[0].label
+    names = group[0].drug_name
     return f"{names} ({len(group)} orders)"
 
 
@@ -178,7 +178,7 @@ def exposure_label(group: list[MedicationUse]) -> str:
     """'cetuximab (on hold)', 'cisplatin (completed 2026-11-05)' for summaries: a drug's most telling course
     (on hold first, else the latest dated one, else undated)."""
     m = group[0]
-    names = " + ".join(i.ingredient for i in m.ingredients) or m.label
+    names = m.drug_name
     if any(x.state == "on-hold" for x in group):
         return f"{names} (on hold)"
     dated = [x for x in group if last_known_date(x) is not None]

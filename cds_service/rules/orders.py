@@ -383,7 +383,7 @@ def order_vitamin_d_analogue(ctx: RuleContext) -> Finding | None:
             continue
         t = k.threshold(ceiling_key)
         ceiling = float(t.value)
-        name = " + ".join(i.ingredient for i in m0.ingredients) or m0.label
+        name = m0.drug_name
         known = [d.per_day_ug for d in doses if d.per_day_ug is not None]
         total = sum(known) if known else None
         if len(group) > 1 and total is not None:

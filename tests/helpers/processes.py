@@ -117,6 +117,18 @@ class Served:
             self.proc.wait(10)
 
 
+def _reset(s: socket.socket) -> None:
+    """Reset a proxied connection: linger 0 (an RST, not a graceful close), and shutdown() first, because
+    close() alone does not wake the thread blocked in recv() on it (Linux keeps such a socket open, silently:
+    its peer would wait forever for an answer, a black hole rather than an outage)."""
+    with suppress(OSError):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    with suppress(OSError):
+        s.shutdown(socket.SHUT_RDWR)
+    with suppress(OSError):
+        s.close()
+
+
 class CuttableProxy:
     """A TCP proxy to a database (or any server) that can be cut (an outage) and restored, on one port."""
 
@@ -149,6 +161,10 @@ class CuttableProxy:
                 client.close()
                 continue
             with self._lock:
+                if self._listener is not ls:  # cut while this connection was being set up: it never opens
+                    _reset(client)
+                    _reset(upstream)
+                    continue
                 self._conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
@@ -175,11 +191,7 @@ class CuttableProxy:
         with self._lock:
             conns, self._conns = self._conns, []
         for s in conns:
-            try:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                s.close()
-            except OSError:
-                pass
+            _reset(s)
 
     def restore(self) -> None:
         if not self.up:
