@@ -34,13 +34,6 @@ EVIDENCE_KEY = "knowledge-read-test-key-0123456789-abcdef"
 NOT_REACHED_BY_FIXTURES: dict[str, str] = {
     "hypermagnesemia.stale": "rules/hypermagnesemia.py: a high magnesium older than the advice window while magnesium "
                              "is given; no scenario has one (tests/rules cover it)",
-    "order-iv-magnesium.not-indicated": "rules/orders.py: IV magnesium drafted while magnesium is in range or not "
-                                        "recent; no scenario drafts it so",
-    "refractory-hypomagnesemia.severe": "rules/refractory.py: a refractory run whose latest value is below the severe "
-                                        "threshold; the refractory scenarios are low, not severe",
-    "renal-replacement-caution.unknown": "rules/renal.py: magnesium drafted with kidney function unknown; every "
-                                         "scenario that drafts magnesium has a creatinine",
-    "renal-replacement-caution.unknown-ckd4": "rules/renal.py: as `unknown`, with CKD stage 4 recorded",
 }
 # key -> why no code reads it yet (each must still be unread: once it is read, take it off)
 NOT_YET_READ: dict[str, str] = {}
