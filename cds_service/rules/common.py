@@ -13,7 +13,7 @@ from ..knowledge import LOINC
 from ..record.derived import Derived
 from ..record.kidney import Estimate
 from ..record.model import LabResult, MedicationUse
-from .base import Finding, OverrideReason, RuleContext, days_ago_text, fmt_lab, shown_pair
+from .base import Action, Finding, OverrideReason, RuleContext, Suggestion, days_ago_text, fmt_lab, shown_pair
 
 # Classes of drafted orders that make the patient-level magnesium picture relevant to the prescriber.
 ELECTROLYTE_CLASSES = ("magnesium-supplement", "potassium-supplement", "calcium-supplement", "vitamin-d-analogue")
@@ -284,6 +284,15 @@ def drafted_test(ctx: RuleContext, codes: Iterable[str]) -> bool:
 
 def analyte_codes(ctx: RuleContext, analyte: str) -> list[str]:
     return [c.code for c in ctx.knowledge.model.analytes[analyte].codes]
+
+
+def order_magnesium(ctx: RuleContext, reason: str) -> tuple[Suggestion, ...]:
+    """The suggestion to order a serum magnesium (LOINC 19123-9), unless one is already drafted."""
+    if drafted_test(ctx, analyte_codes(ctx, "magnesium")):
+        return ()
+    sr = lab_service_request(ctx, "19123-9", reason)
+    return (Suggestion("Order serum magnesium", (Action("create", "Order serum magnesium (LOINC 19123-9)", sr),),
+                       is_recommended=True, key="order-magnesium"),)
 
 
 def obstetric_magnesium(ctx: RuleContext) -> tuple[list, list[MedicationUse]] | None:

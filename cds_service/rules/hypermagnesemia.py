@@ -1,8 +1,17 @@
 """High magnesium (patient level; on order hooks when magnesium is drafted)."""
 from __future__ import annotations
 
-from .base import Action, Finding, RuleContext, Suggestion, lab_fact_line, shown_pair, with_action
-from .common import GENERAL_OVERRIDES, high_limit, kidney_line, magnesium_high, mg_mmol, obstetric_magnesium, within_advice_window
+from .base import ASSESSMENT, TODO, VALUES, Action, Finding, RuleContext, Suggestion, lab_fact_line, shown_pair, with_action
+from .common import (
+    GENERAL_OVERRIDES,
+    high_limit,
+    kidney_line,
+    magnesium_high,
+    mg_mmol,
+    obstetric_magnesium,
+    order_magnesium,
+    within_advice_window,
+)
 from .medications import active_with_class, drafts_with_class, med_line
 
 
@@ -34,12 +43,18 @@ def hypermagnesemia(ctx: RuleContext) -> Finding | None:
     if not fresh:
         if not given:
             return None
-        summary = (f"Last magnesium was high ({r.value:.2f} mg/dL) {(ctx.now - r.effective).days} days ago: "
+        days = (ctx.now - r.effective).days
+        summary = (f"Last magnesium was high ({r.value:.2f} mg/dL) {days} days ago, on {r.effective.date()}: "
                    "re-measure before giving more magnesium")
-        lines = ["The latest magnesium is above range but not recent; magnesium is being given or drafted:", "",
-                 lab_fact_line(r, "magnesium", now=ctx.now)] + [med_line(ctx, m, with_class=False) for m in given]
+        window = ctx.policy("magnesium_advice_max_age_days")
+        lines = [ASSESSMENT, f"The latest magnesium is above range but older than {window} days, and magnesium is "
+                 "being given or drafted: whether it is still high is not known.", "",
+                 VALUES, lab_fact_line(r, "magnesium", now=ctx.now)] + [med_line(ctx, m, with_class=False) for m in given]
+        lines += ["", TODO, "Measure magnesium again before giving more; if it is still high, stop magnesium-containing "
+                  "products."]
         return Finding(rule="hypermagnesemia", indicator=ctx.indicator("hypermagnesemia", "stale"), summary=summary,
-                       detail="\n".join(lines), facts=tuple(facts), source="fda-mgso4-warnings", override_reasons=GENERAL_OVERRIDES)
+                       detail="\n".join(lines), facts=tuple(facts), source="fda-mgso4-warnings", override_reasons=GENERAL_OVERRIDES,
+                       suggestions=order_magnesium(ctx, "Last magnesium high but not recent, magnesium given"))
     if obstetric is not None and r.value <= ob_max:
         return None  # obstetric magnesium sulfate in the label's therapeutic range: expected
     value, shown_limit = shown_pair(r.value, limit, 2)

@@ -3,16 +3,14 @@ from __future__ import annotations
 
 import math
 
-from .base import ASSESSMENT, TODO, VALUES, Action, Finding, RuleContext, Suggestion, lab_fact_line, short_value, shown_pair, with_action
+from .base import ASSESSMENT, TODO, VALUES, Finding, RuleContext, lab_fact_line, short_value, shown_pair, with_action
 from .common import (
     GENERAL_OVERRIDES,
-    analyte_codes,
     below,
-    drafted_test,
-    lab_service_request,
     low_limit,
     magnesium_is_low,
     mg_mmol,
+    order_magnesium,
     stale_low_magnesium,
     unreadable_note,
 )
@@ -99,10 +97,5 @@ def _stale(ctx: RuleContext) -> Finding | None:
     lines = [ASSESSMENT, f"The latest magnesium result is low but older than {window} days.", "",
              VALUES, lab_fact_line(r, "magnesium", now=ctx.now), "", TODO,
              "Measure magnesium again before any treatment decision."]
-    suggestions: tuple[Suggestion, ...] = ()
-    if not drafted_test(ctx, analyte_codes(ctx, "magnesium")):
-        sr = lab_service_request(ctx, "19123-9", "Last magnesium low but not recent")
-        suggestions = (Suggestion("Order serum magnesium", (Action("create", "Order serum magnesium (LOINC 19123-9)", sr),),
-                                  is_recommended=True, key="order-magnesium"),)
     return Finding(rule="hypomagnesemia", indicator=ctx.indicator("hypomagnesemia", "stale"), summary=summary, detail="\n".join(lines),
-                   facts=(r.to_fact(),), source="guidance", suggestions=suggestions)
+                   facts=(r.to_fact(),), source="guidance", suggestions=order_magnesium(ctx, "Last magnesium low but not recent"))
