@@ -345,6 +345,8 @@ def femg_needed(ctx: RuleContext) -> Finding | None:
              lab_fact_line(mg, "magnesium", now=ctx.now, cutoffs=(limit,)), *unreadable_note(ctx, mg), "",
              "A FEMg needs, from the same day:"]
     lines += [f"- missing: {m}" for m in a.missing]
+    if not drafted_test(ctx, ["2160-0"]) and not any("serum creatinine" in m for m in a.missing):
+        lines.append("- with them: serum creatinine on the same day as the urine sample")  # ordered below too
     lines += ["", f"FEMg < {ctx.threshold('femg_renal_wasting'):g} % = the kidney conserves (gut loss or poor absorption); "
                   f"> {ctx.threshold('femg_renal_wasting'):g} % with normal kidney function = renal wasting. "
                   "Take the samples with the magnesium still low, ideally off supplements and diuretics."]

@@ -162,3 +162,26 @@ def test_every_result_line_shows_the_age_of_its_value():
                 if not re.match(r"\*{0,2} \((today|1 day ago|\d+ days ago)", line[m.end():]):
                     bare.append((c, line.strip()[:160]))
     assert bare == [], bare[:5]
+
+
+def test_every_test_a_card_orders_is_named_in_its_text():
+    """A suggestion never orders a test the card's text does not name (e.g. the FEMg card's same-day serum
+    creatinine): the clinician sees why each order is there."""
+    unnamed = []
+    checked = 0
+    for case, card in _cards():
+        text = (card["summary"] + "\n" + _detail(card)).lower()
+        for suggestion in card.get("suggestions") or []:
+            for action in suggestion["actions"]:
+                m = re.fullmatch(r"Order (.+) \(LOINC [0-9-]+\)", action["description"])
+                if m is None:
+                    continue
+                checked += 1
+                name = m.group(1).lower()
+                # "spot urine creatinine" is named by "urine creatinine"; "serum magnesium" by "magnesium", but never by
+                # the "magnesium" of "urine magnesium"
+                serum = name.removeprefix("serum ")
+                if not (name.removeprefix("spot ") in text or re.search(rf"(?<!urine ){re.escape(serum)}", text)):
+                    unnamed.append((case, card["source"]["topic"]["code"], name))
+    assert checked >= 50, checked  # the fixtures order tests on many cards
+    assert unnamed == []
