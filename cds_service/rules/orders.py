@@ -302,7 +302,7 @@ def order_iv_magnesium(ctx: RuleContext) -> Finding | None:
         d = magnesium_dose(m, ctx.knowledge)
         lines.append(f"  - per dose: {d.explanation}" if d is not None else "  - dose not convertible to magnesium sulfate grams")
     lines.append("")
-    indicator = ctx.indicator("order-iv-magnesium", "indicated")
+    case = "indicated"
     regimen = iv_regimen_text(ctx)
     if obstetric is not None and latest is not None and fresh is not None and not magnesium_low(ctx, latest):
         lo, hi = ctx.threshold("magnesium_obstetric_min"), ctx.threshold("magnesium_obstetric_max")
@@ -331,12 +331,12 @@ def order_iv_magnesium(ctx: RuleContext) -> Finding | None:
         if regimen is None:
             lines.append(paediatric_text(ctx))
     elif fresh is not None:
-        indicator = ctx.indicator("order-iv-magnesium", "not-indicated")
+        case = "not-indicated"
         summary = f"IV magnesium drafted while magnesium is in range ({short_value(fresh)}, {fresh.effective.date()})"
         lines += [lab_fact_line(fresh, "magnesium", now=ctx.now) + " — within range", "",
                   "Check the indication (hypermagnesemia risk)."]
     else:
-        indicator = ctx.indicator("order-iv-magnesium", "not-indicated")
+        case = "not-indicated"
         window = float(ctx.policy("magnesium_recent_days"))
         summary = f"IV magnesium drafted without a recent magnesium level ({last_measured_text(ctx, latest, window if latest else None)})"
         lines += [(lab_fact_line(latest, "magnesium", now=ctx.now) + " — not recent") if latest is not None else
@@ -344,8 +344,10 @@ def order_iv_magnesium(ctx: RuleContext) -> Finding | None:
                   "", policy_note(ctx, "magnesium_recent_days")]
     lines += ["", VALUES, kidney_line(ctx), "", TODO, TOXICITY_WATCH]
     facts = tuple(m.to_fact() for m in drafts) + ((latest.to_fact(),) if latest is not None else ()) + ctx.kidney.facts()
+    indicator = ctx.indicator("order-iv-magnesium", case)
+    policy = ctx.knowledge.model.indicators["order-iv-magnesium"][case]  # the card cites what its case rests on
     return Finding(rule="order-iv-magnesium", indicator=indicator, summary=summary, detail="\n".join(lines), facts=facts,
-                   source="fda-mgso4-label", override_reasons=GENERAL_OVERRIDES if indicator != "info" else ())
+                   source=policy.source, override_reasons=GENERAL_OVERRIDES if indicator != "info" else ())
 
 
 def order_vitamin_d_analogue(ctx: RuleContext) -> Finding | None:
