@@ -19,7 +19,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -73,16 +73,6 @@ class Burden:
             self.cards[(c["source"]["topic"]["code"], c["indicator"])] += 1
 
 
-def _last_read_lab_day(resources: list[dict[str, Any]], loinc_codes: set[str]) -> datetime | None:
-    from cds_service.record.dates import parse_fhir_datetime
-
-    dates = [parse_fhir_datetime(r.get("effectiveDateTime")) for r in resources
-             if r.get("resourceType") == "Observation"
-             and any(c.get("code") in loinc_codes for c in (r.get("code") or {}).get("coding", []))]
-    dates = [d for d in dates if d is not None]
-    return max(dates) + timedelta(days=1) if dates else None
-
-
 def _client(clock: dict[str, datetime], db_dir: str):
     from cds_service import create_app
     from cds_service.config import Settings
@@ -95,12 +85,9 @@ def _client(clock: dict[str, datetime], db_dir: str):
 
 def _open_chart(client, catalog, resources: list[dict[str, Any]], patient_id: str, now: datetime,
                 hook_instance: str) -> list[dict[str, Any]]:
-    from cds_service.fixtures import prefetch_for
+    from cds_service.fixtures import chart_request
 
-    service = catalog.get(SERVICE)
-    context = {"userId": "Practitioner/example-clinician", "patientId": patient_id}
-    body = {"hookInstance": hook_instance, "hook": "patient-view", "context": context,
-            "prefetch": prefetch_for(service, catalog, resources, context, now)}
+    body = chart_request(resources, "patient-view", catalog, now, hook_instance)
     resp = client.post(f"/cds-services/{SERVICE}", json=body)
     if resp.status_code != 200:
         raise RuntimeError(f"{patient_id}: HTTP {resp.status_code}: {resp.get_data(as_text=True)[:300]}")
@@ -109,7 +96,7 @@ def _open_chart(client, catalog, resources: list[dict[str, Any]], patient_id: st
 
 def chart_openings(synthea: Path | None = None, *, fixtures: bool = True) -> Iterable[Opening]:
     """Open every generated patient's chart and (if ``fixtures``) every fixture scenario's, through patient-view."""
-    from cds_service.fixtures import list_scenarios, read_bundle, stored_resources
+    from cds_service.fixtures import day_after_last_lab, list_scenarios, read_bundle, stored_resources
     from cds_service.services import get_services
 
     synthea = synthea or synthea_dir()
@@ -125,7 +112,7 @@ def chart_openings(synthea: Path | None = None, *, fixtures: bool = True) -> Ite
             for path in files:
                 resources = stored_resources(json.loads(path.read_text(encoding="utf-8")))
                 patient = next(r for r in resources if r["resourceType"] == "Patient")
-                clock["now"] = _last_read_lab_day(resources, loinc) or FIXTURES_TODAY
+                clock["now"] = day_after_last_lab(resources, loinc) or FIXTURES_TODAY
                 cards = _open_chart(client, catalog, resources, patient["id"], clock["now"], f"burden-{patient['id']}")
                 yield Opening("generated", patient["id"], clock["now"], cards)
             if fixtures:

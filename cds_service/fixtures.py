@@ -15,7 +15,7 @@ import os
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -126,8 +126,11 @@ def read_drafts(scenario: Scenario | str, directory: str | Path | None = None) -
 
 
 def selections_for(scenario: Scenario, drafts: dict[str, Any]) -> list[str]:
-    if scenario.selections is not None:
-        return list(scenario.selections)
+    return list(scenario.selections) if scenario.selections is not None else every_draft(drafts)
+
+
+def every_draft(drafts: dict[str, Any]) -> list[str]:
+    """References to every draft order (order-select's default selection)."""
     return [f"{r['resourceType']}/{r['id']}" for r in (e.get("resource") for e in drafts.get("entry") or []) if r]
 
 
@@ -332,6 +335,48 @@ def hook_instance_for(scenario_id: str, hook: str, variant: str) -> str:
     return str(uuid.uuid5(_REQUEST_NAMESPACE, f"{scenario_id}|{hook}|{variant}"))
 
 
+def hook_context(patient_id: str, hook: str, drafts: dict[str, Any] | None = None,
+                 selections: list[str] | None = None) -> dict[str, Any]:
+    """The request context for ``hook``: the example user and the patient; on the order hooks the draft orders, and on
+    order-select the selected ones (default: every draft)."""
+    context: dict[str, Any] = {"userId": EXAMPLE_USER, "patientId": patient_id}
+    if hook in ORDER_HOOKS and drafts is not None:
+        context["draftOrders"] = drafts
+        if hook == "order-select":
+            context["selections"] = selections if selections is not None else every_draft(drafts)
+    return context
+
+
+def redrafted(resources: list[dict[str, Any]]) -> dict[str, Any]:
+    """A patient's active MedicationRequests re-drafted: the draft orders of an EHR pending the same orders again."""
+    entries = [{"resource": dict(r, status="draft")} for r in resources
+               if r["resourceType"] == "MedicationRequest" and r.get("status") == "active"]
+    return {"resourceType": "Bundle", "type": "collection", "entry": entries}
+
+
+def day_after_last_lab(resources: list[dict[str, Any]], loinc_codes: Iterable[str]) -> datetime | None:
+    """The day after the patient's last Observation with one of ``loinc_codes`` (a `now` that keeps their labs inside
+    the lookback), or None when they have none."""
+    codes = set(loinc_codes)
+    dates = [d for r in resources if r.get("resourceType") == "Observation"
+             and any(c.get("code") in codes for c in (r.get("code") or {}).get("coding", []))
+             if (d := parse_fhir_datetime(r.get("effectiveDateTime"))) is not None]
+    return max(dates) + timedelta(days=1) if dates else None
+
+
+def chart_request(resources: list[dict[str, Any]], hook: str, catalog: ServiceCatalog, now: datetime, hook_instance: str,
+                  *, honour_filters: bool = True) -> dict[str, Any]:
+    """A CDS Hooks request with full prefetch for a patient given as stored resources (a generated patient, not a
+    scenario): their active MedicationRequests re-drafted as the order hooks' draft orders, all selected."""
+    patient_id = next(r for r in resources if r["resourceType"] == "Patient")["id"]
+    service = catalog.get(SERVICE_FOR_HOOK[hook])
+    if service is None:
+        raise FixtureError(f"no service {SERVICE_FOR_HOOK[hook]} in the catalog")
+    context = hook_context(patient_id, hook, redrafted(resources) if hook in ORDER_HOOKS else None)
+    return {"hookInstance": hook_instance, "hook": hook, "context": context,
+            "prefetch": prefetch_for(service, catalog, resources, context, now, honour_filters=honour_filters)}
+
+
 def build_request(scenario: Scenario | str, hook: str, catalog: ServiceCatalog, now: datetime, *,
                   with_prefetch: bool = True, honour_filters: bool = True,
                   fhir_server: str = FHIR_SERVER_PLACEHOLDER, directory: str | Path | None = None) -> dict[str, Any]:
@@ -342,12 +387,8 @@ def build_request(scenario: Scenario | str, hook: str, catalog: ServiceCatalog, 
     service = catalog.get(SERVICE_FOR_HOOK[hook])
     if service is None:
         raise FixtureError(f"no service {SERVICE_FOR_HOOK[hook]} in the catalog")
-    context: dict[str, Any] = {"userId": EXAMPLE_USER, "patientId": s.patient_id}
-    if hook in ORDER_HOOKS:
-        drafts = read_drafts(s)
-        context["draftOrders"] = drafts
-        if hook == "order-select":
-            context["selections"] = selections_for(s, drafts)
+    drafts = read_drafts(s) if hook in ORDER_HOOKS else None
+    context = hook_context(s.patient_id, hook, drafts, selections_for(s, drafts) if drafts is not None else None)
     variant = "prefetch" if with_prefetch else "no-prefetch"
     body: dict[str, Any] = {"hookInstance": hook_instance_for(s.id, hook, variant), "hook": hook}
     if with_prefetch:

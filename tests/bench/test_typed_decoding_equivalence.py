@@ -4,7 +4,7 @@ patients and odd Observations; and it steps aside (None) wherever plain JSON wou
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -18,9 +18,8 @@ from cds_service import create_app
 from cds_service.api.body import decode_typed
 from cds_service.audit.invocation import Invocation
 from cds_service.config import Settings
-from cds_service.fixtures import HOOKS, SERVICE_FOR_HOOK, prefetch_for, stored_resources
+from cds_service.fixtures import HOOKS, SERVICE_FOR_HOOK, chart_request, day_after_last_lab, stored_resources
 from cds_service.record.builder import RecordBuilder, ResolvedData
-from cds_service.record.dates import parse_fhir_datetime
 from cds_service.record.typed_observations import ObservationData
 from cds_service.services import get_services
 from tests.bench.test_fast_path_equivalence import observation
@@ -100,25 +99,13 @@ def test_synthea_call_same_record(engine, path, honour_filters):
     every Observation they have, of any date and status)."""
     resources = stored_resources(json.loads(path.read_text(encoding="utf-8")))
     patient_id = next(r for r in resources if r["resourceType"] == "Patient")["id"]
-    read = engine.knowledge.loinc_to_analyte
-    now = max(d for d in (parse_fhir_datetime(r.get("effectiveDateTime")) for r in resources if r["resourceType"] == "Observation"
-                          and any(c.get("code") in read for c in r["code"].get("coding", []))) if d is not None) + timedelta(days=1)
+    now = day_after_last_lab(resources, engine.knowledge.loinc_to_analyte)
+    assert now is not None
     engine.test_clock["now"] = now
-    catalog = engine.catalog
-    drafts = {"resourceType": "Bundle", "type": "collection",
-              "entry": [{"resource": dict(r, status="draft")} for r in resources
-                        if r["resourceType"] == "MedicationRequest" and r.get("status") == "active"]}
     used = 0
     for hook in HOOKS:
-        service = catalog.get(SERVICE_FOR_HOOK[hook])
-        context: dict = {"userId": "Practitioner/example-clinician", "patientId": patient_id}
-        if hook != "patient-view":
-            context["draftOrders"] = drafts
-        if hook == "order-select":
-            context["selections"] = [f"MedicationRequest/{e['resource']['id']}" for e in drafts["entry"]]
-        body = {"hookInstance": f"typed-{patient_id}-{hook}", "hook": hook, "context": context,
-                "prefetch": prefetch_for(service, catalog, resources, context, now, honour_filters=honour_filters)}
-        used += assert_same_call(engine, service.id, json.dumps(body).encode())
+        body = chart_request(resources, hook, engine.catalog, now, f"typed-{patient_id}-{hook}", honour_filters=honour_filters)
+        used += assert_same_call(engine, SERVICE_FOR_HOOK[hook], json.dumps(body).encode())
     assert used > 0
 
 

@@ -8,7 +8,7 @@ draft = true). A derived fact's inputs count (FEMg stands on the low serum magne
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -17,9 +17,8 @@ from bench.burden import synthea_dir
 from cds_service import create_app
 from cds_service.audit.invocation import Invocation
 from cds_service.config import Settings
-from cds_service.fixtures import HOOKS, SERVICE_FOR_HOOK, build_request, list_scenarios, prefetch_for, stored_resources
+from cds_service.fixtures import HOOKS, SERVICE_FOR_HOOK, build_request, chart_request, day_after_last_lab, list_scenarios, stored_resources
 from cds_service.knowledge import Knowledge
-from cds_service.record.dates import parse_fhir_datetime
 from cds_service.services import get_services
 from tests.helpers.env import FIXED_NOW
 
@@ -103,26 +102,9 @@ def test_fixture_warnings_stand_on_an_abnormal_value_or_a_drafted_order(cds, sce
 def _synthea_bodies(cds, path, now_choice: str):
     resources = stored_resources(json.loads(path.read_text(encoding="utf-8")))
     patient_id = next(r for r in resources if r["resourceType"] == "Patient")["id"]
-    loinc = cds.knowledge.loinc_to_analyte
-    if now_choice == "their-last-visit":
-        dates = [parse_fhir_datetime(r.get("effectiveDateTime")) for r in resources if r["resourceType"] == "Observation"
-                 and any(c.get("code") in loinc for c in r["code"].get("coding", []))]
-        now = max(d for d in dates if d is not None) + timedelta(days=1)
-    else:
-        now = FIXED_NOW
-    drafts = {"resourceType": "Bundle", "type": "collection",
-              "entry": [{"resource": dict(r, status="draft")} for r in resources
-                        if r["resourceType"] == "MedicationRequest" and r.get("status") == "active"]}
+    now = day_after_last_lab(resources, cds.knowledge.loinc_to_analyte) if now_choice == "their-last-visit" else FIXED_NOW
     for hook in HOOKS:
-        service = cds.catalog.get(SERVICE_FOR_HOOK[hook])
-        context: dict[str, Any] = {"userId": "Practitioner/example-clinician", "patientId": patient_id}
-        if hook != "patient-view":
-            context["draftOrders"] = drafts
-        if hook == "order-select":
-            context["selections"] = [f"MedicationRequest/{e['resource']['id']}" for e in drafts["entry"]]
-        body = {"hookInstance": f"grounds-{patient_id}-{hook}", "hook": hook, "context": context,
-                "prefetch": prefetch_for(service, cds.catalog, resources, context, now)}
-        yield hook, body, now
+        yield hook, chart_request(resources, hook, cds.catalog, now, f"grounds-{patient_id}-{hook}"), now
 
 
 def test_the_generated_patients_are_there():

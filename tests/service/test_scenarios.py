@@ -28,6 +28,7 @@ from cds_service.fixtures import (
     SERVICE_FOR_HOOK,
     build_request,
     fixtures_dir,
+    hook_context,
     list_scenarios,
     read_bundle,
     read_drafts,
@@ -286,7 +287,7 @@ def test_scenarios_on_a_real_fhir_server(client, catalog):
     service = catalog.get("magnesium-patient-view")
     for s in SCENARIOS:
         resources = stored_resources(read_bundle(s))
-        context = {"userId": "Practitioner/example-clinician", "patientId": s.patient_id}
+        context = hook_context(s.patient_id, "patient-view")
         for key, p in service.prefetch.items():
             query = render(catalog.expand_knowledge_tokens(service, p.template, FIXED_NOW), context)
             server = requests.get(f"{base}/{query}", timeout=30)

@@ -4,7 +4,7 @@ right ingredients."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
@@ -14,10 +14,17 @@ from bench.burden import synthea_dir
 from cds_service import create_app
 from cds_service.config import Settings
 from cds_service.definitions import load_definitions
-from cds_service.fixtures import HOOKS, SERVICE_FOR_HOOK, prefetch_for, stored_resources
+from cds_service.fixtures import (
+    HOOKS,
+    SERVICE_FOR_HOOK,
+    chart_request,
+    day_after_last_lab,
+    hook_context,
+    prefetch_for,
+    stored_resources,
+)
 from cds_service.knowledge import RXNORM, load_knowledge
 from cds_service.record.builder import RecordBuilder, ResolvedData
-from cds_service.record.dates import parse_fhir_datetime
 from cds_service.services import get_services
 from tests.helpers.env import FIXED_NOW
 
@@ -52,17 +59,9 @@ def _load(path: Path) -> tuple[str, list[dict]]:
 
 def _clock_for(resources: list[dict]) -> datetime:
     """The day after the patient's last Observation the service reads, so that their labs fall inside the lookback."""
-    read = _knowledge().loinc_to_analyte
-    dates = [parse_fhir_datetime(r.get("effectiveDateTime")) for r in resources
-             if r["resourceType"] == "Observation" and any(c.get("code") in read for c in r["code"].get("coding", []))]
-    return max(d for d in dates if d is not None) + timedelta(days=1)
-
-
-def _drafts(resources: list[dict]) -> dict:
-    """Their active MedicationRequests re-drafted (an EHR pending the same orders)."""
-    entries = [{"resource": dict(r, status="draft")} for r in resources
-               if r["resourceType"] == "MedicationRequest" and r.get("status") == "active"]
-    return {"resourceType": "Bundle", "type": "collection", "entry": entries}
+    now = day_after_last_lab(resources, _knowledge().loinc_to_analyte)
+    assert now is not None, "a generated patient without a lab the service reads"
+    return now
 
 
 def test_the_sample_patients_are_there():
@@ -91,17 +90,10 @@ def test_every_hook_answers_without_parsing_gaps(app, client, clock, path, as_of
     now = _clock_for(resources) if as_of == "their-last-visit" else FIXED_NOW
     clock["now"] = now
     catalog = get_services(app).catalog
-    drafts = _drafts(resources)
     read_labs = 0
     for hook in HOOKS:
         service = catalog.get(SERVICE_FOR_HOOK[hook])
-        context: dict = {"userId": "Practitioner/example-clinician", "patientId": patient_id}
-        if hook != "patient-view":
-            context["draftOrders"] = drafts
-        if hook == "order-select":
-            context["selections"] = [f"MedicationRequest/{e['resource']['id']}" for e in drafts["entry"]]
-        body = {"hookInstance": f"synthea-{patient_id}-{hook}-{as_of}", "hook": hook, "context": context,
-                "prefetch": prefetch_for(service, catalog, resources, context, now)}
+        body = chart_request(resources, hook, catalog, now, f"synthea-{patient_id}-{hook}-{as_of}")
         read_labs += len(body["prefetch"]["observations"]["entry"])
         resp = client.post(f"/cds-services/{service.id}", json=body)
         assert resp.status_code == 200, resp.get_json()
@@ -121,8 +113,7 @@ def test_medications_resolve_to_the_right_ingredients(path):
     patient_id, resources = _load(path)
     now = _clock_for(resources)
     service = catalog.get("magnesium-patient-view")
-    context = {"userId": "Practitioner/example-clinician", "patientId": patient_id}
-    values = prefetch_for(service, catalog, resources, context, now, honour_filters=False)
+    values = prefetch_for(service, catalog, resources, hook_context(patient_id, "patient-view"), now, honour_filters=False)
     data = ResolvedData(values=values, key_types={k: p.resource_type for k, p in service.prefetch.items()})
     every_order = {"resourceType": "Bundle", "entry": [{"resource": r} for r in resources if r["resourceType"] == "MedicationRequest"]}
     # every MedicationRequest read as a draft (any status), to see how each one resolves
