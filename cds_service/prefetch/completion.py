@@ -21,7 +21,7 @@ from ..protocol.request import HookRequest
 from ..record.builder import ResolvedData, iter_resources
 from ..record.medications import medication_id
 from .deadline import EXTRA_FETCH_FLOOR, KEY_FETCH_FLOOR, Deadline
-from .gateway import AddressPolicy, FhirGateway
+from .gateway import AddressPolicy, ByteBudget, FhirGateway
 from .templates import TemplateError, render
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class PrefetchCompletion:
     def complete(self, service: ServiceDefinition, req: HookRequest, now: datetime, deadline: Deadline) -> PrefetchResult:
         """Every prefetch key of ``service`` prefetched, fetched or unavailable; then (when no required key is
         missing) the referenced Medications, under the same deadline and byte budget."""
-        budget = self.gateway.call_budget() if hasattr(self.gateway, "call_budget") else None  # bytes for this call
+        budget = self.gateway.call_budget()  # bytes for this call, shared by its fetches
         result = self._keys(service, req, now, deadline, budget)
         result.missing_required = [k for k in service.required_keys() if k in result.data.unavailable]
         if not result.missing_required:
@@ -67,7 +67,7 @@ class PrefetchCompletion:
         return result
 
     def _keys(self, service: ServiceDefinition, req: HookRequest, now: datetime, deadline: Deadline,
-              budget: Any) -> PrefetchResult:
+              budget: ByteBudget) -> PrefetchResult:
         data = ResolvedData(values={}, key_types={k: p.resource_type for k, p in service.prefetch.items()})
         result = PrefetchResult(data)
         values, unavailable, notes, status = data.values, data.unavailable, data.notes, result.status
@@ -96,8 +96,7 @@ class PrefetchCompletion:
                 unavailable[key] = (notes.get(key, "not prefetched") + f"; {reason}")
                 status[key] = "unavailable"
             return result
-        results = self.gateway.fetch_many(base, _token(req), to_fetch, deadline.at_least(KEY_FETCH_FLOOR),
-                                          **({"budget": budget} if budget else {}))
+        results = self.gateway.fetch_many(base, _token(req), to_fetch, deadline.at_least(KEY_FETCH_FLOOR), budget)
         for key, res in results.items():
             result.fetch_ms[key] = round(res.elapsed_ms, 1)
             if res.ok:
@@ -115,7 +114,7 @@ class PrefetchCompletion:
         return result
 
     def _referenced_medications(self, service: ServiceDefinition, values: dict[str, Any], req: HookRequest,
-                                deadline: Deadline, budget: Any) -> list[dict[str, Any]]:
+                                deadline: Deadline, budget: ByteBudget) -> list[dict[str, Any]]:
         """Medication resources that medication keys or draft orders reference but nobody sent: fetched too."""
         base = req.fhir_server
         if base is None or self.policy.server_refusal(base):
@@ -125,7 +124,7 @@ class PrefetchCompletion:
         if not missing or not deadline.leaves(EXTRA_FETCH_FLOOR):
             return []
         queries = {f"Medication/{m}": f"Medication/{m}" for m in missing[:MAX_REFERENCED_MEDICATIONS]}
-        results = self.gateway.fetch_many(base, _token(req), queries, deadline, **({"budget": budget} if budget else {}))
+        results = self.gateway.fetch_many(base, _token(req), queries, deadline, budget)
         return [r.data for r in results.values() if r.ok and isinstance(r.data, dict)]
 
 

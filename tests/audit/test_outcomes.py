@@ -116,6 +116,9 @@ def test_upstream_fault_on_optional_data_gives_200_row_with_gaps(app):
 
 
 class _BrokenGateway:
+    def call_budget(self):
+        return None
+
     def fetch_many(self, *args, **kwargs):
         raise RuntimeError("bug in the gateway")
 

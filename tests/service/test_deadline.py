@@ -42,6 +42,9 @@ class RecordingGateway:
     def __init__(self):
         self.deadlines: list[tuple[list[str], Deadline]] = []
 
+    def call_budget(self):
+        return None
+
     def fetch_many(self, base, token, queries, deadline, budget=None):
         assert isinstance(deadline, Deadline)
         self.deadlines.append((list(queries), deadline))
